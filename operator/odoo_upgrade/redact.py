@@ -1,0 +1,73 @@
+"""Keep secrets out of logs, status, Events and exception text.
+
+Two defences: patterns that catch the platform's key-bearing shapes wherever they occur
+(`/database/<region>/<id>/<key>/…` URLs, `key=` parameters), and a registry of literal secrets
+(contract references, request keys) known to this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable
+
+MASK = "***"
+
+_KEY_URL = re.compile(r"(/database/[A-Za-z0-9_-]+/\d+/)([^/\s\"']+)")
+_KEY_PARAM = re.compile(r"(?i)(\b(?:key|contract)=)([^&\s\"']+)")
+_PRIVATE_KEY_BLOCK = re.compile(
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL
+)
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+
+
+def register_secret(*values: str | None) -> None:
+    """Remember literal secrets (keys, contracts) so that `redact` masks them anywhere."""
+    with _lock:
+        for value in values:
+            # Very short values would mask ordinary words; real keys and contracts are long.
+            if value and len(value) >= 6:
+                _secrets.add(value)
+
+
+def known_secrets() -> Iterable[str]:
+    with _lock:
+        return tuple(_secrets)
+
+
+def redact(text: str) -> str:
+    """Return `text` with key-bearing URLs, key parameters and registered secrets masked."""
+    text = _PRIVATE_KEY_BLOCK.sub(f"-----PRIVATE KEY {MASK}-----", text)
+    text = _KEY_URL.sub(rf"\g<1>{MASK}", text)
+    text = _KEY_PARAM.sub(rf"\g<1>{MASK}", text)
+    # Longest first so that a secret containing another is masked whole.
+    for secret in sorted(known_secrets(), key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that rewrites every record's message (and exception text) redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        record.msg = redact(message)
+        record.args = None
+        return True
+
+
+def install_log_redaction(logger: logging.Logger | None = None) -> None:
+    """Attach the redacting filter to every handler of `logger` (default: the root logger)."""
+    target = logger or logging.getLogger()
+    filt = RedactingFilter()
+    for handler in target.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(filt)
