@@ -1,0 +1,1 @@
+"""Shared test support: launchers for the emulator and the operator."""
