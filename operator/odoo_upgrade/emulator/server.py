@@ -1,0 +1,84 @@
+"""Wires the store, the HTTP API and the SFTP server together and runs them until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+
+from aiohttp import web
+
+from odoo_upgrade.emulator.calls import CallLog
+from odoo_upgrade.emulator.config import EmulatorConfig
+from odoo_upgrade.emulator.faults import FaultInjector
+from odoo_upgrade.emulator.host_key import load_or_create_host_key
+from odoo_upgrade.emulator.http_api import build_app
+from odoo_upgrade.emulator.methods import PlatformApi
+from odoo_upgrade.emulator.sftp_server import SftpServer
+from odoo_upgrade.emulator.store import RequestStore
+
+log = logging.getLogger("odoo_upgrade.emulator")
+
+READY_FILE = "ready.json"
+
+
+async def serve(config: EmulatorConfig) -> None:
+    """Serve HTTP and SFTP until SIGTERM or SIGINT.
+
+    Port 0 binds a free port; the ports actually bound are written to `<data-dir>/ready.json`
+    once both servers accept connections.
+    """
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    ready_file = config.data_dir / READY_FILE
+    ready_file.unlink(missing_ok=True)
+    store = RequestStore(config.data_dir, config.process_seconds)
+    faults = FaultInjector(config)
+    sftp = SftpServer(
+        config.host, config.sftp_port, load_or_create_host_key(config.data_dir), store, faults
+    )
+    api = PlatformApi(config, store, public_base=config.base_url())
+    api.sftp_port = sftp.port
+    runner = web.AppRunner(build_app(api, faults, CallLog(config.data_dir)), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    http_port = sockets[0].getsockname()[1] if sockets else config.port
+    api.public_base = config.base_url(http_port)
+    sftp.start()
+    store.resume_builds()
+
+    info = {
+        "pid": os.getpid(),
+        "http_port": http_port,
+        "sftp_port": sftp.port,
+        "url": f"http://{config.host}:{http_port}",
+    }
+    partial = ready_file.with_name(f".{READY_FILE}.part")
+    partial.write_text(json.dumps(info))
+    partial.replace(ready_file)
+    log.info(
+        "listening: http %s:%s, sftp %s:%s, data dir %s",
+        config.host,
+        http_port,
+        config.host,
+        sftp.port,
+        config.data_dir,
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        sftp.stop()
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+        ready_file.unlink(missing_ok=True)
