@@ -40,6 +40,13 @@ class ConnectionCut(Exception):
     """Raised after the emulator cut a connection on purpose (`--drop-after-bytes`)."""
 
 
+class HideDeliberateCuts(logging.Filter):
+    """Keeps aiohttp from logging a traceback for each connection cut on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionCut))
+
+
 def _json(status: int, answer: dict[str, Any]) -> web.Response:
     return web.json_response(answer, status=status)
 
@@ -149,7 +156,9 @@ async def api_method(request: web.Request) -> web.StreamResponse:
     except ApiRefusal as refusal:
         status, answer = refusal.answer()
     except ConnectionCut:
-        request.app[CALLS_KEY].record(method, request_id, 499, {"failures": [{"reason": "CUT"}]})
+        request.app[CALLS_KEY].record(
+            method, request_id, 499, {"failures": [{"reason": "CONNECTION:CUT"}]}
+        )
         raise
     request.app[CALLS_KEY].record(method, request_id, status, answer)
     return _json(status, answer)
@@ -315,6 +324,7 @@ async def key_url(request: web.Request) -> web.StreamResponse:
 
 def build_app(api: PlatformApi, faults: FaultInjector, calls: CallLog) -> web.Application:
     """The aiohttp application serving the v1 API and the key-bearing URLs."""
+    logging.getLogger("aiohttp.server").addFilter(HideDeliberateCuts())
     app = web.Application(client_max_size=FORM_MAX_BYTES)
     app[API_KEY] = api
     app[FAULTS_KEY] = faults

@@ -46,6 +46,8 @@ class SftpConnection(paramiko.ServerInterface):
         self.faults = faults
         self.sock = sock
         self.request_id: int | None = None
+        # Once cut, requests already buffered from the client must not be served any more.
+        self.was_cut = False
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey"
@@ -66,6 +68,7 @@ class SftpConnection(paramiko.ServerInterface):
 
     def cut(self) -> None:
         """Drop the TCP connection mid-transfer (`--drop-after-bytes`)."""
+        self.was_cut = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
 
@@ -100,6 +103,8 @@ class SharedFileHandle(SFTPHandle):
         return SFTP_FAILURE
 
     def write(self, offset: int, data: bytes) -> int:  # type: ignore[override]
+        if self.connection.was_cut:
+            return SFTP_FAILURE
         allowed = self._over_drop_point(len(data))
         chunk = data if allowed is None else data[:allowed]
         os.pwrite(self.fd, chunk, offset)
@@ -107,6 +112,8 @@ class SharedFileHandle(SFTPHandle):
         return self._cut() if allowed is not None else SFTP_OK
 
     def read(self, offset: int, length: int) -> bytes | int:
+        if self.connection.was_cut:
+            return SFTP_FAILURE
         data = os.pread(self.fd, length, offset)
         allowed = self._over_drop_point(len(data))
         if allowed is not None:
