@@ -1,0 +1,722 @@
+"""`odoo-upgrade`: upgrade an Odoo database dump through the Upgrade Platform from a shell or CI.
+
+`run` does the whole flow and can be rerun after a crash; `create`, `upload`, `sftp-access`,
+`process`, `status` and `download` are thin scripting steps over the platform client and the
+transfers. `operator` and `mover` (the Kubernetes side) are loaded only when invoked, so the
+CLI starts fast and works where kopf is not needed.
+
+No command ever prompts: everything comes from options, environment variables or files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from odoo_upgrade import __version__
+from odoo_upgrade.cli_errors import EXIT_CODES_HELP, UsageProblem, exit_on_errors
+from odoo_upgrade.redact import install_log_redaction, redact, register_secret
+
+if TYPE_CHECKING:
+    from odoo_upgrade.platform.client import PlatformClient
+    from odoo_upgrade.transfer import TransferResult
+
+T = TypeVar("T")
+
+DEFAULT_PLATFORM_URL = "https://upgrade.odoo.com"
+MIB = 1024 * 1024
+log = logging.getLogger("odoo_upgrade.cli")
+
+
+class LazyGroup(click.Group):
+    """A click group whose heavy subcommands are imported only when invoked.
+
+    `lazy_commands` maps a name to `("module:attribute", "short help")`; the short help is
+    listed in `--help` without importing the module (kopf takes a second to import).
+    """
+
+    def __init__(
+        self, *args: Any, lazy_commands: dict[str, tuple[str, str]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands:
+            return self._import_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy_commands:
+                rows.append((name, self.lazy_commands[name][1]))
+                continue
+            command = super().get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def _import_command(self, name: str) -> click.Command:
+        target, short_help = self.lazy_commands[name]
+        module_name, attribute = target.split(":")
+        try:
+            command = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+
+            @click.command(
+                name=name, help=short_help, context_settings={"ignore_unknown_options": True}
+            )
+            @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+            def unavailable(args: tuple[str, ...]) -> None:
+                raise click.ClickException(
+                    f"`odoo-upgrade {name}` is not available in this installation ({reason})"
+                )
+
+            return unavailable
+        if not isinstance(command, click.Command):
+            raise click.ClickException(f"{target} is not a click command")
+        return command
+
+
+# -- shared option parsing ----------------------------------------------------------------
+
+
+class ByteSize(click.ParamType):
+    """A size such as `512MiB`, `1GiB`, `100MB` or a plain number of bytes."""
+
+    name = "size"
+    _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024,
+              "mib": 1024**2, "gib": 1024**3}  # fmt: skip
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        unit = match.group(2).lower() if match else ""
+        if not match or unit not in self._UNITS:
+            self.fail(f"{value!r} is not a size (expected e.g. 512MiB, 1GiB or a byte count)")
+        return int(float(match.group(1)) * self._UNITS[unit])
+
+
+def read_secret_value(file: Path | None, env_name: str, what: str, option: str) -> str:
+    """A secret from `--<x>-file` (first line) or the environment; never from a prompt."""
+    if file is not None:
+        try:
+            value = file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageProblem(f"{option} {file}: cannot read it ({exc.strerror})") from None
+        if not value:
+            raise UsageProblem(f"{option} {file}: the file is empty (expected the {what})")
+    else:
+        value = os.environ.get(env_name, "").strip()
+    if not value:
+        raise UsageProblem(f"missing {what}: pass {option} FILE or set {env_name}")
+    register_secret(value)
+    return value
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine; Ctrl-C surfaces as KeyboardInterrupt (asyncio cancels it cleanly)."""
+    return asyncio.run(coroutine)
+
+
+def platform_url(ctx: click.Context) -> str:
+    url: str = ctx.find_root().params["platform_url"]
+    return url
+
+
+def say(message: str) -> None:
+    """A progress message for people: stderr, so stdout stays clean for --json."""
+    click.echo(redact(message), err=True)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (CI cancel, `kill`) ends a command like Ctrl-C: state saved, exit 130."""
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, forward)
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if verbose:
+        logging.getLogger("odoo_upgrade").setLevel(logging.DEBUG)
+    install_log_redaction()
+
+
+request_option = click.option(
+    "--request",
+    "request_id",
+    type=click.IntRange(min=1),
+    envvar="ODOO_UPGRADE_REQUEST",
+    required=True,
+    help="Request id (env ODOO_UPGRADE_REQUEST).",
+)
+key_file_option = click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the request's private key (or set ODOO_UPGRADE_KEY to the key itself).",
+)
+json_option = click.option("--json", "json_output", is_flag=True, help="Print JSON on stdout.")
+progress_option = click.option(
+    "--no-progress", is_flag=True, help="No progress output (bars on a terminal, lines in logs)."
+)
+
+
+def request_key(key_file: Path | None) -> str:
+    return read_secret_value(key_file, "ODOO_UPGRADE_KEY", "request key", "--key-file")
+
+
+# -- the group ----------------------------------------------------------------------------
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands={
+        "operator": (
+            "odoo_upgrade.controller.entry:operator_command",
+            "Run the Kubernetes operator (kopf).",
+        ),
+        "mover": ("odoo_upgrade.mover:mover_group", "Mover Job entrypoint: upload or download."),
+    },
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
+)
+@click.option(
+    "--platform-url",
+    envvar="ODOO_UPGRADE_PLATFORM_URL",
+    default=DEFAULT_PLATFORM_URL,
+    show_default=True,
+    help="Upgrade Platform base URL (env ODOO_UPGRADE_PLATFORM_URL).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (secrets redacted).")
+@click.version_option(__version__, prog_name="odoo-upgrade")
+def cli(platform_url: str, verbose: bool) -> None:
+    """Upgrade Odoo databases through the Odoo Upgrade Platform.
+
+    `odoo-upgrade run` does everything: create the request, upload the dump, process, wait,
+    download the upgraded dump. The other commands are single steps for scripts.
+    """
+    configure_logging(verbose)
+    stop_on_sigterm()
+
+
+# -- run ------------------------------------------------------------------------------------
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option(
+    "--dump",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The database dump to upgrade (pg_dump custom, SQL, zip or gzip).",
+)
+@click.option("--target", required=True, help="Odoo version to upgrade to, e.g. 18.0.")
+@click.option("--aim", type=click.Choice(["test", "production"]), default="test", show_default=True)
+@click.option("--email", help="Your email address (required to create a request).")
+@click.option(
+    "--contract-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding your contract reference (or set ODOO_UPGRADE_CONTRACT). Never echoed, "
+    "never stored.",
+)
+@click.option("--filename", help="Name the platform shows for the dump (default: its basename).")
+@click.option("--timezone", help="Server timezone (only for source versions < 6.1).")
+@click.option(
+    "--transport",
+    type=click.Choice(["auto", "https", "sftp"]),
+    default="auto",
+    show_default=True,
+    help="auto: SFTP (resumable) above --sftp-threshold, HTTPS below.",
+)
+@click.option("--sftp-threshold", type=ByteSize(), default="512MiB", show_default=True)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the upgraded dump (default: upgraded_<name> next to the dump). "
+    "Never overwritten; <output>.sha256 is written beside it.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["archive", "sql"]),
+    default="archive",
+    show_default=True,
+    help="Download the upgraded archive, or the plain SQL stream.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds between status calls while the platform works.",
+)
+@click.option(
+    "--state-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where progress is recorded (default: <dump>.odoo-upgrade.json). It holds the "
+    "request key: it is created mode 0600; keep it private.",
+)
+@json_option
+@progress_option
+@click.pass_context
+def run(
+    ctx: click.Context,
+    dump: Path,
+    target: str,
+    aim: str,
+    email: str | None,
+    contract_file: Path | None,
+    filename: str | None,
+    timezone: str | None,
+    transport: str,
+    sftp_threshold: int,
+    output: Path | None,
+    fmt: str,
+    poll_interval: float,
+    state_file: Path | None,
+    json_output: bool,
+    no_progress: bool,
+) -> None:
+    """Do the whole upgrade: create, upload, process, wait, download.
+
+    Progress is recorded in a state file next to the dump after every step; running the same
+    command again after a crash or Ctrl-C continues the same request (never a second one).
+    """
+    with exit_on_errors(json_output=json_output, rerun_hint="rerun the same command to continue"):
+        from odoo_upgrade.runflow import (
+            RunOptions,
+            default_output,
+            default_state_file,
+            run_upgrade,
+        )
+
+        contract = None
+        if contract_file is not None or os.environ.get("ODOO_UPGRADE_CONTRACT"):
+            contract = read_secret_value(
+                contract_file, "ODOO_UPGRADE_CONTRACT", "contract", "--contract-file"
+            )
+        options = RunOptions(
+            platform_url=platform_url(ctx),
+            dump=dump,
+            target=target,
+            aim=aim,
+            email=email,
+            contract=contract,
+            filename=filename or dump.name,
+            timezone=timezone,
+            transport=transport,
+            sftp_threshold=sftp_threshold,
+            output=output or default_output(dump, fmt),
+            format=fmt,
+            poll_interval=poll_interval,
+            state_file=state_file or default_state_file(dump),
+            show_progress=not no_progress,
+        )
+        summary = run_async(run_upgrade(options, say))
+        if json_output:
+            print_json(summary.to_json())
+        else:
+            print_run_summary(summary.to_json())
+
+
+def print_run_summary(data: dict[str, Any]) -> None:
+    from odoo_upgrade.progress import format_bytes, format_duration
+
+    def size(value: int | None) -> str:
+        return "-" if value is None else f"{format_bytes(value)} ({value} bytes)"
+
+    rows = [
+        ("request", str(data["request_id"])),
+        ("target", data["target"]),
+        ("platform state", data["platform_state"]),
+        ("uploaded", f"{size(data['bytes_uploaded'])} over {data['transport']}"),
+        ("downloaded", size(data["bytes_downloaded"])),
+        ("sha256", data["sha256"] or "-"),
+        ("output", data["output"]),
+        ("elapsed", format_duration(data["elapsed_seconds"])),
+    ]
+    click.echo("upgrade finished:")
+    for name, value in rows:
+        click.echo(f"  {name + ':':16}{value}")
+
+
+# -- scripting steps ----------------------------------------------------------------------
+
+
+async def with_client(url: str, action: Callable[[PlatformClient], Coroutine[Any, Any, T]]) -> T:
+    from odoo_upgrade.platform.client import PlatformClient
+
+    async with PlatformClient(url) as client:
+        return await action(client)
+
+
+@cli.command()
+@click.option("--target", required=True, help="Odoo version to upgrade to, e.g. 18.0.")
+@click.option("--aim", type=click.Choice(["test", "production"]), default="test", show_default=True)
+@click.option("--email", required=True, help="Your email address.")
+@click.option(
+    "--contract-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding your contract reference (or set ODOO_UPGRADE_CONTRACT).",
+)
+@click.option("--filename", required=True, help="Name the platform shows for the dump.")
+@click.option("--timezone", help="Server timezone (only for source versions < 6.1).")
+@click.option(
+    "--save-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the request's private key to this file (mode 0600), for --key-file later.",
+)
+@json_option
+@click.pass_context
+def create(
+    ctx: click.Context,
+    target: str,
+    aim: str,
+    email: str,
+    contract_file: Path | None,
+    filename: str,
+    timezone: str | None,
+    save_key: Path | None,
+    json_output: bool,
+) -> None:
+    """Create a request (its key only with --json or --save-key).
+
+    The key is a secret: it is printed only with --json (stdout then holds a secret) or
+    written with --save-key (mode 0600); it is never logged.
+    """
+    with exit_on_errors(json_output=json_output):
+        contract = read_secret_value(
+            contract_file, "ODOO_UPGRADE_CONTRACT", "contract", "--contract-file"
+        )
+        if save_key is not None and save_key.exists():
+            raise UsageProblem(f"--save-key {save_key} exists already; it is never overwritten")
+        request = run_async(
+            with_client(
+                platform_url(ctx),
+                lambda client: client.create(
+                    contract=contract,
+                    email=email,
+                    target=target,
+                    aim=aim,
+                    filename=filename,
+                    timezone=timezone,
+                ),
+            )
+        )
+        if save_key is not None:
+            from odoo_upgrade.runstate import write_secret_file
+
+            write_secret_file(save_key, request.key + "\n")
+        if json_output:
+            print_json(
+                {
+                    "id": request.id,
+                    "key": request.key,
+                    "state": request.state,
+                    "target": request.target,
+                    "aim": request.aim,
+                    "filename": request.filename,
+                }
+            )
+        else:
+            where = (
+                f"; key written to {save_key}"
+                if save_key
+                else " (use --json or --save-key for its key)"
+            )
+            click.echo(f"created request {request.id} in state {request.state}{where}")
+
+
+@cli.command()
+@request_option
+@key_file_option
+@click.option(
+    "--dump",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The database dump to send.",
+)
+@click.option(
+    "--transport",
+    type=click.Choice(["https", "sftp"]),
+    default="https",
+    show_default=True,
+    help="sftp: a fresh SSH key pair is made and let in with request_sftp_access.",
+)
+@click.option(
+    "--host-key",
+    help="Expected SFTP host key (`ssh-ed25519 AAAA…`); default: trust the key seen first.",
+)
+@json_option
+@progress_option
+@click.pass_context
+def upload(
+    ctx: click.Context,
+    request_id: int,
+    key_file: Path | None,
+    dump: Path,
+    transport: str,
+    host_key: str | None,
+    json_output: bool,
+    no_progress: bool,
+) -> None:
+    """Upload a dump to a request in `draft`.
+
+    HTTPS sends it as one request body; SFTP resumes an interrupted upload.
+    """
+    with exit_on_errors(json_output=json_output):
+        key = request_key(key_file)
+        from odoo_upgrade.progress import TransferProgress
+
+        progress = TransferProgress("upload", enabled=not no_progress)
+        url = platform_url(ctx)
+        if transport == "sftp":
+            result = run_async(upload_sftp_step(url, request_id, key, dump, host_key, progress))
+        else:
+            from odoo_upgrade.transfer import upload_https
+
+            result = run_async(upload_https(url, request_id, key, dump, progress=progress))
+        progress.finish()
+        print_transfer(result, json_output, transport=transport)
+
+
+async def upload_sftp_step(
+    url: str,
+    request_id: int,
+    key: str,
+    dump: Path,
+    host_key: str | None,
+    progress: Callable[[int, int | None], None],
+) -> TransferResult:
+    from odoo_upgrade.runflow import run_in_daemon_thread
+    from odoo_upgrade.transfer import (
+        HostKeyCheck,
+        fetch_host_key,
+        generate_ssh_keypair,
+        upload_sftp,
+    )
+
+    pair = generate_ssh_keypair()
+    register_secret(pair.private_pem)
+    access = await with_client(
+        url, lambda client: client.request_sftp_access(request_id, key, pair.public_line + "\n")
+    )
+    pinned = host_key or await asyncio.to_thread(fetch_host_key, access.hostname, access.port)
+    check = HostKeyCheck(pinned=pinned)
+    return await run_in_daemon_thread(
+        lambda: upload_sftp(access, pair.private_pem, dump, host_key=check, progress=progress)
+    )
+
+
+def print_transfer(result: TransferResult, json_output: bool, **extra: str) -> None:
+    data: dict[str, Any] = {**result.to_json(), **extra}
+    if json_output:
+        print_json(data)
+    else:
+        details = ", ".join(f"{k} {v}" for k, v in extra.items())
+        click.echo(
+            f"transferred {result.bytes} bytes in {result.attempts} attempt(s), "
+            f"sha256 {result.sha256}" + (f", {details}" if details else "")
+        )
+
+
+@cli.command("sftp-access")
+@request_option
+@key_file_option
+@click.option(
+    "--ssh-keys",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="authorized_keys-style file with the public keys to let in.",
+)
+@json_option
+@click.pass_context
+def sftp_access(
+    ctx: click.Context, request_id: int, key_file: Path | None, ssh_keys: Path, json_output: bool
+) -> None:
+    """Open the request's SFTP server to your SSH keys.
+
+    Then upload with `sftp put -a` (resumes), or `get` the upgraded dump once done.
+    """
+    with exit_on_errors(json_output=json_output):
+        key = request_key(key_file)
+        keys_text = ssh_keys.read_text(encoding="utf-8")
+        access = run_async(
+            with_client(
+                platform_url(ctx),
+                lambda client: client.request_sftp_access(request_id, key, keys_text),
+            )
+        )
+        data = {
+            "hostname": access.hostname,
+            "sftp_port": access.port,
+            "sftp_user": access.user,
+            "shared_file": access.shared_file,
+            "request_id": access.request_id,
+            "sample_command": access.sample_command,
+        }
+        if json_output:
+            print_json(data)
+        else:
+            for name, value in data.items():
+                click.echo(f"{name + ':':16}{value}")
+
+
+@cli.command()
+@request_option
+@key_file_option
+@json_option
+@click.pass_context
+def process(ctx: click.Context, request_id: int, key_file: Path | None, json_output: bool) -> None:
+    """Ask the platform to upgrade the uploaded dump."""
+    with exit_on_errors(json_output=json_output):
+        key = request_key(key_file)
+        run_async(with_client(platform_url(ctx), lambda client: client.process(request_id, key)))
+        if json_output:
+            print_json({"request_id": request_id, "processing": True})
+        else:
+            click.echo(f"request {request_id}: processing requested")
+
+
+@cli.command()
+@request_option
+@key_file_option
+@json_option
+@click.option(
+    "--show-urls",
+    is_flag=True,
+    help="With --json, include the download URLs. They embed the key: treat them as secrets.",
+)
+@click.pass_context
+def status(
+    ctx: click.Context, request_id: int, key_file: Path | None, json_output: bool, show_urls: bool
+) -> None:
+    """Show the request as the platform sees it.
+
+    Never its URLs (they embed the key) unless --json --show-urls.
+    """
+    with exit_on_errors(json_output=json_output):
+        key = request_key(key_file)
+        request = run_async(
+            with_client(platform_url(ctx), lambda client: client.status(request_id, key))
+        )
+        data: dict[str, Any] = {
+            "id": request.id,
+            "target": request.target,
+            "aim": request.aim,
+            "filename": request.filename,
+            **request.public_view(),
+        }
+        if json_output:
+            if show_urls:
+                data["urls"] = {
+                    name: getattr(request, name)
+                    for name in (
+                        "status_url",
+                        "notes_url",
+                        "original_sql_url",
+                        "original_dump_url",
+                        "upgraded_sql_url",
+                        "upgraded_dump_url",
+                        "modules_url",
+                    )
+                }
+            print_json(data)
+        else:
+            for name, value in data.items():
+                if isinstance(value, list):
+                    value = ", ".join(value)
+                click.echo(redact(f"{name + ':':18}{value}"))
+
+
+@cli.command()
+@request_option
+@key_file_option
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the upgraded dump; never overwritten; <output>.sha256 beside it.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["archive", "sql"]),
+    default="archive",
+    show_default=True,
+)
+@json_option
+@progress_option
+@click.pass_context
+def download(
+    ctx: click.Context,
+    request_id: int,
+    key_file: Path | None,
+    output: Path,
+    fmt: str,
+    json_output: bool,
+    no_progress: bool,
+) -> None:
+    """Download the upgraded dump of a finished request.
+
+    A partial download left by an interrupted run is resumed.
+    """
+    with exit_on_errors(json_output=json_output):
+        from odoo_upgrade.progress import TransferProgress
+        from odoo_upgrade.runflow import UpgradeInvalid
+        from odoo_upgrade.transfer import download_https
+
+        key = request_key(key_file)
+        if output.exists():
+            raise UsageProblem(f"--output {output} exists already; it is never overwritten")
+        request = run_async(
+            with_client(platform_url(ctx), lambda client: client.status(request_id, key))
+        )
+        if request.state == "invalid":
+            raise UpgradeInvalid(request_id, request.customer_message)
+        if not request.succeeded:
+            raise click.ClickException(
+                f"request {request_id} is `{request.state}`: nothing to download yet"
+            )
+        url = request.upgraded_sql_url if fmt == "sql" else request.upgraded_dump_url
+        if not url:
+            raise click.ClickException(f"the platform offers no {fmt} download for {request_id}")
+        progress = TransferProgress("download", enabled=not no_progress)
+        result = run_async(download_https(url, output, progress=progress))
+        progress.finish()
+        print_transfer(result, json_output, output=str(output))
+
+
+def main() -> None:
+    """Console entry point of `odoo-upgrade`."""
+    cli.main(prog_name="odoo-upgrade")

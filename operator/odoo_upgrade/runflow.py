@@ -1,0 +1,420 @@
+"""`odoo-upgrade run`: the whole flow outside Kubernetes, one named step after the other.
+
+create → upload → process → poll → download. The state file (`odoo_upgrade.runstate`) is
+written after each step and before the next one, so a rerun after a crash or Ctrl-C continues
+the same request from where it stopped and never opens a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from odoo_upgrade.platform.client import PlatformClient
+from odoo_upgrade.platform.models import UpgradeRequest
+from odoo_upgrade.progress import TransferProgress
+from odoo_upgrade.redact import register_secret
+from odoo_upgrade.runstate import RunState, Step, load_state, save_state
+from odoo_upgrade.transfer import (
+    DestinationExists,
+    HostKeyCheck,
+    TransferResult,
+    download_https,
+    fetch_host_key,
+    generate_ssh_keypair,
+    upload_https,
+    upload_sftp,
+)
+
+log = logging.getLogger("odoo_upgrade.cli")
+
+T = TypeVar("T")
+Say = Callable[[str], None]
+
+
+class RunRefused(Exception):
+    """The arguments cannot be honoured as given (usage error: exit code 2)."""
+
+
+class UpgradeInvalid(Exception):
+    """The platform ended the request in `invalid` (exit code 3)."""
+
+    def __init__(self, request_id: int, customer_message: str | None) -> None:
+        self.request_id = request_id
+        self.customer_message = customer_message
+        message = customer_message or "(no message from the platform)"
+        super().__init__(f"request {request_id} ended invalid: {message}")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The arguments of `odoo-upgrade run`, checked by click."""
+
+    platform_url: str
+    dump: Path
+    target: str
+    aim: str
+    email: str | None
+    contract: str | None
+    filename: str
+    timezone: str | None
+    transport: str  # auto | https | sftp
+    sftp_threshold: int
+    output: Path
+    format: str  # archive | sql
+    poll_interval: float
+    state_file: Path
+    show_progress: bool
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What `run` reports at the end; never the key or a key-bearing URL."""
+
+    request_id: int
+    target: str
+    platform_state: str
+    transport: str
+    bytes_uploaded: int | None
+    upload_sha256: str | None
+    bytes_downloaded: int | None
+    sha256: str | None
+    output: str
+    elapsed_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "target": self.target,
+            "platform_state": self.platform_state,
+            "transport": self.transport,
+            "bytes_uploaded": self.bytes_uploaded,
+            "upload_sha256": self.upload_sha256,
+            "bytes_downloaded": self.bytes_downloaded,
+            "sha256": self.sha256,
+            "output": self.output,
+            "sha256_file": sha256_sidecar(Path(self.output)).as_posix(),
+            "elapsed_seconds": round(self.elapsed_seconds, 1),
+        }
+
+
+def sha256_sidecar(path: Path) -> Path:
+    """`<file>.sha256` beside a downloaded file (written by the download transfer)."""
+    return path.with_name(path.name + ".sha256")
+
+
+def default_output(dump: Path, fmt: str) -> Path:
+    """`upgraded_<name>` next to the dump (`upgraded_<stem>.sql` for the SQL format)."""
+    name = dump.name if fmt == "archive" else f"{dump.stem}.sql"
+    return dump.with_name(f"upgraded_{name}")
+
+
+def default_state_file(dump: Path) -> Path:
+    return dump.with_name(dump.name + ".odoo-upgrade.json")
+
+
+async def run_upgrade(options: RunOptions, say: Say) -> RunSummary:
+    """Drive one request from `create` to the downloaded upgraded dump, resuming if possible."""
+    started = time.monotonic()
+    state = load_state(options.state_file)
+    if state is None:
+        check_first_run(options)
+    else:
+        check_state_matches(state, options)
+        register_secret(state.key, state.ssh_private_key)
+        say(f"continuing request {state.request_id} (step reached: {state.step})")
+
+    async with PlatformClient(options.platform_url) as client:
+        if state is None:
+            state = await create_request(client, options, say)
+        elif not state.step.reached(Step.PROCESSING):
+            await skip_steps_the_platform_already_did(client, state, options, say)
+        if not state.step.reached(Step.UPLOADED):
+            await upload_dump(client, state, options, say)
+        if not state.step.reached(Step.PROCESSING):
+            await start_processing(client, state, options, say)
+        if not state.step.reached(Step.DONE):
+            await wait_until_processed(client, state, options, say)
+        if not state.step.reached(Step.DOWNLOADED):
+            await download_upgraded_dump(client, state, options, say)
+
+    return RunSummary(
+        request_id=state.request_id,
+        target=state.target,
+        platform_state=state.platform_state or "done",
+        transport=state.transport,
+        bytes_uploaded=state.upload_bytes,
+        upload_sha256=state.upload_sha256,
+        bytes_downloaded=state.download_bytes,
+        sha256=state.download_sha256,
+        output=state.output or str(options.output),
+        elapsed_seconds=time.monotonic() - started,
+    )
+
+
+def check_first_run(options: RunOptions) -> None:
+    """Refuse before `create` whatever would fail later: a request costs the customer."""
+    if not options.contract:
+        raise RunRefused("missing contract: pass --contract-file FILE or set ODOO_UPGRADE_CONTRACT")
+    if not options.email:
+        raise RunRefused("missing --email: the platform requires an email address")
+    if not options.dump.is_file():
+        raise RunRefused(f"--dump {options.dump}: not a readable file")
+    if options.output.exists():
+        raise RunRefused(
+            f"--output {options.output} exists already; it is never overwritten "
+            "(move it away or pass another --output)"
+        )
+
+
+def check_state_matches(state: RunState, options: RunOptions) -> None:
+    """A state file continues only the request it was made for."""
+    mismatches = []
+    if state.dump != str(options.dump.resolve()):
+        mismatches.append(f"dump {state.dump!r} (given {str(options.dump.resolve())!r})")
+    if state.target != options.target:
+        mismatches.append(f"target {state.target!r} (given {options.target!r})")
+    if state.platform_url.rstrip("/") != options.platform_url.rstrip("/"):
+        mismatches.append(f"platform {state.platform_url!r} (given {options.platform_url!r})")
+    if mismatches:
+        raise RunRefused(
+            f"state file {options.state_file} belongs to request {state.request_id} for "
+            + ", ".join(mismatches)
+            + "; pass the same arguments to continue it, or another --state-file for a new request"
+        )
+    if not state.step.reached(Step.UPLOADED):
+        size = options.dump.stat().st_size if options.dump.is_file() else None
+        if size != state.dump_size:
+            raise RunRefused(
+                f"--dump {options.dump} changed since request {state.request_id} was created "
+                f"({state.dump_size} bytes then, {size} now); refusing to upload a different file"
+            )
+
+
+def choose_transport(options: RunOptions, size: int) -> str:
+    """`auto` means SFTP (resumable) above the threshold, HTTPS (one request) below it."""
+    if options.transport != "auto":
+        return options.transport
+    return "sftp" if size > options.sftp_threshold else "https"
+
+
+async def create_request(client: PlatformClient, options: RunOptions, say: Say) -> RunState:
+    """Step 1: `create`, then write the state file before anything else happens."""
+    assert options.contract is not None and options.email is not None  # check_first_run
+    size = options.dump.stat().st_size
+    request = await client.create(
+        contract=options.contract,
+        email=options.email,
+        target=options.target,
+        aim=options.aim,
+        filename=options.filename,
+        timezone=options.timezone,
+    )
+    state = RunState(
+        request_id=request.id,
+        key=request.key,
+        platform_url=options.platform_url,
+        dump=str(options.dump.resolve()),
+        dump_size=size,
+        target=options.target,
+        aim=options.aim,
+        filename=options.filename,
+        transport=choose_transport(options, size),
+        platform_state=request.state,
+        output=str(options.output.resolve()),
+    )
+    save_state(options.state_file, state)
+    say(
+        f"created request {request.id} (target {options.target}, aim {options.aim}); "
+        f"state file {options.state_file}"
+    )
+    return state
+
+
+async def skip_steps_the_platform_already_did(
+    client: PlatformClient, state: RunState, options: RunOptions, say: Say
+) -> None:
+    """On a rerun, trust the platform: past `draft`, the dump is in and processing started.
+
+    Covers a crash after `process` succeeded but before the state file recorded it.
+    """
+    request = await client.status(state.request_id, state.key)
+    if request.state != "draft":
+        state.platform_state = request.state
+        state.step = Step.PROCESSING
+        save_state(options.state_file, state)
+        say(f"request {state.request_id} is already {request.state} on the platform")
+
+
+async def upload_dump(
+    client: PlatformClient, state: RunState, options: RunOptions, say: Say
+) -> None:
+    """Step 2: send the dump (HTTPS body, or SFTP with append-resume), record its sha256."""
+    if options.transport != "auto" and options.transport != state.transport:
+        state.transport = options.transport
+        save_state(options.state_file, state)
+    say(f"uploading {options.dump} ({state.dump_size} bytes) over {state.transport}")
+    progress = TransferProgress("upload", enabled=options.show_progress)
+    if state.transport == "sftp":
+        result = await upload_over_sftp(client, state, options, progress)
+    else:
+        result = await upload_https(
+            options.platform_url, state.request_id, state.key, options.dump, progress=progress
+        )
+    progress.finish()
+    state.upload_bytes = result.bytes
+    state.upload_sha256 = result.sha256
+    state.step = Step.UPLOADED
+    save_state(options.state_file, state)
+    say(f"uploaded {result.bytes} bytes, sha256 {result.sha256}")
+
+
+async def upload_over_sftp(
+    client: PlatformClient, state: RunState, options: RunOptions, progress: TransferProgress
+) -> TransferResult:
+    """SFTP upload with a key pair kept in the state file, so a rerun resumes as the same user."""
+    if state.ssh_private_key is None or state.ssh_public_key is None:
+        pair = generate_ssh_keypair()
+        state.ssh_private_key, state.ssh_public_key = pair.private_pem, pair.public_line
+        register_secret(state.ssh_private_key)
+        save_state(options.state_file, state)
+    access = await client.request_sftp_access(
+        state.request_id, state.key, state.ssh_public_key + "\n"
+    )
+    if state.sftp_host_key is None:
+        # Trust on first use, then pinned for every later attempt and rerun.
+        state.sftp_host_key = await asyncio.to_thread(fetch_host_key, access.hostname, access.port)
+        save_state(options.state_file, state)
+    private_key = state.ssh_private_key
+    host_key = HostKeyCheck(pinned=state.sftp_host_key)
+    return await run_in_daemon_thread(
+        lambda: upload_sftp(access, private_key, options.dump, host_key=host_key, progress=progress)
+    )
+
+
+async def start_processing(
+    client: PlatformClient, state: RunState, options: RunOptions, say: Say
+) -> None:
+    """Step 3: `process`, recorded before polling starts."""
+    await client.process(state.request_id, state.key)
+    state.step = Step.PROCESSING
+    save_state(options.state_file, state)
+    say(f"request {state.request_id} is being processed")
+
+
+async def wait_until_processed(
+    client: PlatformClient, state: RunState, options: RunOptions, say: Say
+) -> UpgradeRequest:
+    """Step 4: poll `status` until a final state; `invalid` raises `UpgradeInvalid`."""
+    last_state: str | None = None
+    while True:
+        request = await client.status(state.request_id, state.key)
+        if request.state != last_state:
+            last_state = request.state
+            details = f", estimated time {request.estimated_time}" if request.estimated_time else ""
+            say(f"platform state: {request.state}{details}")
+            if request.state not in {
+                "draft",
+                "pending",
+                "processing",
+                "testing",
+                "done",
+                "delivered",
+                "invalid",
+            }:
+                log.warning(
+                    "unknown platform state %r: treated as still in progress", request.state
+                )
+        if not request.in_progress:
+            break
+        await asyncio.sleep(options.poll_interval)
+    state.platform_state = request.state
+    if not request.succeeded:
+        save_state(options.state_file, state)
+        raise UpgradeInvalid(state.request_id, request.customer_message)
+    state.step = Step.DONE
+    save_state(options.state_file, state)
+    return request
+
+
+async def download_upgraded_dump(
+    client: PlatformClient, state: RunState, options: RunOptions, say: Say
+) -> None:
+    """Step 5: download with resume to a temp file, verify, rename; `<output>.sha256` beside."""
+    output = Path(state.output) if state.output else options.output
+    if output.exists():
+        digest = await asyncio.to_thread(matching_sidecar_digest, output)
+        if digest is None:
+            raise DestinationExists(
+                f"{output} exists already and is not the download of request "
+                f"{state.request_id}; it is never overwritten (move it away and rerun)"
+            )
+        # A crash between the rename and the state file update: the download is complete.
+        record_download(state, options, output.stat().st_size, digest)
+        return
+    request = await client.status(state.request_id, state.key)
+    url = request.upgraded_sql_url if options.format == "sql" else request.upgraded_dump_url
+    if not url:
+        raise UpgradeInvalid(state.request_id, f"the platform offers no {options.format} download")
+    say(f"downloading the upgraded dump ({options.format}) to {output}")
+    progress = TransferProgress("download", enabled=options.show_progress)
+    result = await download_https(url, output, progress=progress)
+    progress.finish()
+    record_download(state, options, result.bytes, result.sha256)
+
+
+def record_download(state: RunState, options: RunOptions, size: int, digest: str) -> None:
+    state.download_bytes = size
+    state.download_sha256 = digest
+    state.step = Step.DOWNLOADED
+    save_state(options.state_file, state)
+
+
+def matching_sidecar_digest(path: Path) -> str | None:
+    """The sha256 of `path` when its `.sha256` sidecar agrees with the content, else None."""
+    try:
+        recorded = sha256_sidecar(path).read_text(encoding="utf-8").split()[0]
+    except (OSError, IndexError):
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return recorded if digest.hexdigest() == recorded else None
+
+
+async def run_in_daemon_thread(function: Callable[[], T]) -> T:
+    """Run blocking work in a daemon thread, so Ctrl-C exits at once instead of joining it.
+
+    `asyncio.to_thread` uses executor threads that the interpreter joins at exit: a Ctrl-C
+    during a 10 GiB SFTP upload would then wait for the upload to finish.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def work() -> None:
+        try:
+            value = function()
+        except BaseException as exc:
+            outcome = functools.partial(future.set_exception, exc)
+        else:
+            outcome = functools.partial(future.set_result, value)
+        # After Ctrl-C the loop may be closed already; nobody waits for the outcome then.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=work, name="odoo-upgrade-transfer", daemon=True).start()
+    return await future
