@@ -81,7 +81,7 @@ def test_request_key_and_contract_never_leave_their_secrets(
         "operator metrics": live_operator.metrics(),
         **{f"pod log {path}": text for path, text in pod_logs(cluster).items()},
     }
-    assert any(name.startswith("pod log") for name in places), "no mover pod log to search"
+    assert any(f"/{ns.name}_" in name for name in places), "no mover pod log of this run to search"
     leaks = [
         f"{secret} in {place}"
         for place, text in places.items()
