@@ -48,11 +48,12 @@ def start_case(
         source_path=SOURCE,
         destination_path=DESTINATION,
     )
-    supply = {
+    supplies: dict[str, Callable[[], object]] = {
         "odoo-contract": ns.add_contract_secret,
         "odoo-backups": ns.add_pvc,
         SOURCE: lambda: ns.put_dump(SOURCE),
-    }[missing]
+    }
+    supply = supplies[missing]
     return Case(missing, ns, emulator, upgrade, supply, asks_platform_first=missing == SOURCE)
 
 
