@@ -25,8 +25,9 @@ venv: $(STAMP) ## create .venv with the package and its test extras
 sysdeps: ## install the system tools tests and benchmarks use (curl, jq, OpenSSH client)
 	bash scripts/install-system-deps.sh
 
-controlplane: ## build etcd, kube-apiserver, kube-controller-manager (cached in ~/.cache/odoo-upgrade-operator)
+controlplane: ## build etcd, kube-apiserver, kube-controller-manager, helm (cached in ~/.cache/odoo-upgrade-operator)
 	bash scripts/build-controlplane.sh
+	bash scripts/build-helm.sh >/dev/null
 
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check operator tests bench
