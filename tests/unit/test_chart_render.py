@@ -1,0 +1,255 @@
+"""What `helm template` renders from charts/odoo-upgrade-operator, with a real `helm` built from
+the Go module proxy (scripts/build-helm.sh, cached), compared with what deploy/default installs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "odoo-upgrade-operator"
+KUBECTL = Path(sys.executable).parent / "kubectl"
+RELEASE_NAMESPACE = "odoo-upgrade-system"
+
+Manifest = dict[str, Any]
+Rule = tuple[str, str, str]
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    """The helm binary, built once and cached by scripts/build-helm.sh (prints its path)."""
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "build-helm.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert done.returncode == 0, f"scripts/build-helm.sh failed:\n{done.stderr[-3000:]}"
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def render(helm: Path, *values: str) -> list[Manifest]:
+    """`helm template` with `--set` values; the rendered manifests."""
+    args = [str(helm), "template", "odoo-upgrade-operator", str(CHART), "-n", RELEASE_NAMESPACE]
+    for value in values:
+        args += ["--set", value]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True)
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def render_error(helm: Path, *values: str) -> str:
+    """stderr of a `helm template` that must fail."""
+    args = [str(helm), "template", str(CHART)]
+    for value in values:
+        args += ["--set", value]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode != 0, f"helm template {values} succeeded"
+    return done.stderr
+
+
+def kustomize_default() -> list[Manifest]:
+    done = subprocess.run(
+        [str(KUBECTL), "kustomize", str(REPO / "deploy" / "default")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def of_kind(manifests: Iterable[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def the_deployment(manifests: list[Manifest]) -> Manifest:
+    (deployment,) = of_kind(manifests, "Deployment")
+    return deployment
+
+
+def operator_container(manifests: list[Manifest]) -> Manifest:
+    (container,) = the_deployment(manifests)["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def env_value(container: Manifest, name: str) -> Any:
+    return next(e for e in container["env"] if e["name"] == name)
+
+
+def rules_of(role: Manifest) -> set[Rule]:
+    """A role's rules flattened to (apiGroup, resource, verb) triples."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def operator_rules(manifests: list[Manifest]) -> set[Rule]:
+    """What the operator's ServiceAccount is granted: roles bound to it, not aggregated ones."""
+    bound = {
+        binding["roleRef"]["name"]
+        for binding in of_kind(manifests, "ClusterRoleBinding") + of_kind(manifests, "RoleBinding")
+    }
+    return {
+        triple
+        for role in of_kind(manifests, "ClusterRole")
+        if role["metadata"]["name"] in bound
+        for triple in rules_of(role)
+    }
+
+
+def aggregated_rules(manifests: list[Manifest], label: str) -> set[Rule]:
+    return {
+        triple
+        for role in of_kind(manifests, "ClusterRole")
+        if role["metadata"].get("labels", {}).get(f"rbac.authorization.k8s.io/{label}") == "true"
+        for triple in rules_of(role)
+    }
+
+
+def test_helm_lint_passes_strict(helm: Path) -> None:
+    done = subprocess.run(
+        [str(helm), "lint", "--strict", str(CHART)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_default_chart_grants_the_same_rbac_as_deploy_default(helm: Path) -> None:
+    chart, kustomized = render(helm), kustomize_default()
+    assert operator_rules(chart) == operator_rules(kustomized)
+    for label in ("aggregate-to-edit", "aggregate-to-admin", "aggregate-to-view"):
+        assert aggregated_rules(chart, label) == aggregated_rules(kustomized, label)
+
+
+def test_default_chart_runs_the_operator_as_deploy_default_does(helm: Path) -> None:
+    chart, kustomized = render(helm), kustomize_default()
+    for key in ("replicas", "strategy"):
+        assert the_deployment(chart)["spec"][key] == the_deployment(kustomized)["spec"][key]
+    pod_spec = the_deployment(chart)["spec"]["template"]["spec"]
+    kustomized_pod_spec = the_deployment(kustomized)["spec"]["template"]["spec"]
+    for key in ("securityContext", "volumes"):
+        assert pod_spec[key] == kustomized_pod_spec[key]
+    ours, theirs = operator_container(chart), operator_container(kustomized)
+    for key in ("image", "args", "env", "ports", "livenessProbe", "resources", "securityContext"):
+        assert ours[key] == theirs[key], key
+
+
+def test_operator_pod_meets_the_restricted_security_profile(helm: Path) -> None:
+    deployment = the_deployment(render(helm))
+    pod = deployment["spec"]["template"]["spec"]
+    container = operator_container([deployment])
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_liveness_probe_targets_the_endpoint_kopf_serves(helm: Path) -> None:
+    container = operator_container(render(helm, "liveness.port=8181"))
+    assert "--liveness=http://0.0.0.0:8181/healthz" in container["args"]
+    port = next(p for p in container["ports"] if p["name"] == "healthz")
+    assert port["containerPort"] == 8181
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+
+
+def test_operator_knows_its_pod_name_from_the_downward_api(helm: Path) -> None:
+    pod_id = env_value(operator_container(render(helm)), "POD_ID")
+    assert pod_id["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (("image.tag=1.2.3",), "ghcr.io/odoo-upgrade-operator/odoo-upgrade-operator:1.2.3"),
+        (
+            ("image.repository=registry.example/odoo", "image.digest=sha256:" + "a" * 64),
+            "registry.example/odoo@sha256:" + "a" * 64,
+        ),
+    ],
+)
+def test_mover_jobs_run_the_operators_image(
+    helm: Path, values: tuple[str, ...], expected: str
+) -> None:
+    container = operator_container(render(helm, *values))
+    assert container["image"] == expected
+    assert env_value(container, "ODOO_UPGRADE_MOVER_IMAGE")["value"] == expected
+
+
+def test_watched_namespaces_get_rolebindings_instead_of_cluster_wide_access(helm: Path) -> None:
+    manifests = render(helm, "watchNamespaces={team-a,team-b}")
+    args = operator_container(manifests)["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+    assert "--all-namespaces" not in args
+    role_bindings = of_kind(manifests, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in role_bindings) == ["team-a", "team-b"]
+    namespaced_role = {b["roleRef"]["name"] for b in role_bindings}
+    cluster_bound = {b["roleRef"]["name"] for b in of_kind(manifests, "ClusterRoleBinding")}
+    assert not namespaced_role & cluster_bound, "namespaced rules must not be granted cluster-wide"
+    # kopf matches the --namespace patterns against the namespaces that exist.
+    assert ("", "namespaces", "list") in operator_rules(manifests)
+    assert ("", "secrets", "get") in operator_rules(manifests)
+
+
+def test_all_namespaces_mode_grants_no_namespace_listing(helm: Path) -> None:
+    assert not {r for r in operator_rules(render(helm)) if r[1] == "namespaces"}
+
+
+def test_rbac_and_service_account_can_be_left_to_the_user(helm: Path) -> None:
+    manifests = render(
+        helm, "rbac.create=false", "serviceAccount.create=false", "serviceAccount.name=my-operator"
+    )
+    kinds = {m["kind"] for m in manifests}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    assert "ServiceAccount" not in kinds
+    pod = the_deployment(manifests)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "my-operator"
+
+
+def test_existing_service_account_needs_a_name(helm: Path) -> None:
+    assert "serviceAccount.name" in render_error(helm, "serviceAccount.create=false")
+
+
+def test_service_monitor_only_when_asked(helm: Path) -> None:
+    assert not of_kind(render(helm), "ServiceMonitor")
+    (monitor,) = of_kind(render(helm, "metrics.serviceMonitor.enabled=true"), "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_metrics_off_removes_port_service_and_flag(helm: Path) -> None:
+    manifests = render(helm, "metrics.enabled=false", "metrics.serviceMonitor.enabled=true")
+    container = operator_container(manifests)
+    assert not [a for a in container["args"] if a.startswith("--metrics-port")]
+    assert not [p for p in container["ports"] if p["name"] == "metrics"]
+    assert not of_kind(manifests, "Service") and not of_kind(manifests, "ServiceMonitor")
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("metrics.port=70000", "port"),
+        ("metricz.enabled=true", "metricz"),
+    ],
+)
+def test_values_schema_rejects_bad_values_naming_the_field(
+    helm: Path, value: str, named: str
+) -> None:
+    assert named in render_error(helm, value)
