@@ -11,6 +11,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
 
@@ -30,7 +31,8 @@ def register_secret(*values: str | None) -> None:
         for value in values:
             # Very short values would mask ordinary words; real keys and contracts are long.
             if value and len(value) >= 6:
-                _secrets.add(value)
+                # Keys like "Aw7p…Q==" travel percent-encoded in URLs: mask those forms too.
+                _secrets.update({value, quote(value, safe=""), quote_plus(value)})
 
 
 def known_secrets() -> Iterable[str]:
@@ -71,3 +73,18 @@ def install_log_redaction(logger: logging.Logger | None = None) -> None:
     for handler in target.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(filt)
+
+
+# Libraries that log request URLs (httpx logs each one at INFO, query string and all).
+LIBRARY_LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2")
+
+
+def redact_library_loggers(names: Iterable[str] = LIBRARY_LOGGERS) -> None:
+    """Redact records at their source loggers, whatever handlers the application installs.
+
+    A filter on a logger sees only records logged on that very logger, hence the full names.
+    """
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())

@@ -84,3 +84,21 @@ class PlatformProtocolError(PlatformError):
     """The answer was not the JSON shape the API documents (permanent: retrying won't fix it)."""
 
     transient = False
+
+
+class PlatformOutcomeUnknown(PlatformUnavailable):
+    """`create` was sent but no answer came back: the request may or may not exist.
+
+    Not retried automatically (`transient` is False): a second `create` could open a second
+    request. A human should check the platform (or the email it sends) before trying again.
+    """
+
+    transient = False
+
+
+class PlatformNotReached(PlatformUnavailable):
+    """The call never reached the platform (connection refused, connect timeout)."""
+
+
+class PlatformServerError(PlatformUnavailable):
+    """The platform answered 5xx (or 429) without a `failures` list: it said it did not act."""

@@ -1,0 +1,302 @@
+"""SFTP upload (append resume from the remote size) and download (resume into `.part`).
+
+Blocking (paramiko); async callers use `asyncio.to_thread`. Throughput comes from a large
+SSH window, pipelined writes (no wait for each write's ack) and prefetched reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paramiko
+
+from odoo_upgrade.platform.models import SftpAccess
+from odoo_upgrade.platform.retry import RetryPolicy
+from odoo_upgrade.transfer.errors import (
+    RemoteRefused,
+    SizeMismatch,
+    TransferError,
+    TransferUnavailable,
+)
+from odoo_upgrade.transfer.part_file import PartFile
+from odoo_upgrade.transfer.results import ProgressCallback, TransferResult
+from odoo_upgrade.transfer.ssh_keys import HostKeyCheck, load_private_key, start_transport
+
+log = logging.getLogger("odoo_upgrade.transfer")
+
+WINDOW_SIZE = 32 * 1024 * 1024
+MAX_PACKET_SIZE = 64 * 1024
+# Local reads: large, so that Python work per byte stays small.
+BLOCK = 1024 * 1024
+# One SFTP write/read request; 32 KiB is what every server accepts (OpenSSH's default too).
+REQUEST_SIZE = 32 * 1024
+PREFETCH_REQUESTS = 64
+IO_TIMEOUT = 60.0
+BACKOFF = RetryPolicy(attempts=1_000, base_delay=0.5, max_delay=8.0)
+
+
+class _Session:
+    """One authenticated SFTP connection; remembers the host key check for reconnections."""
+
+    def __init__(self, access: SftpAccess, pkey: paramiko.PKey, host_key: HostKeyCheck) -> None:
+        self.access, self.pkey, self.host_key = access, pkey, host_key
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[paramiko.SFTPClient]:
+        access = self.access
+        transport = start_transport(
+            access.hostname,
+            access.port,
+            key_type=self.host_key.pinned_type,
+            default_window_size=WINDOW_SIZE,
+            default_max_packet_size=MAX_PACKET_SIZE,
+        )
+        try:
+            self.host_key = self.host_key.verify(
+                access.hostname, access.port, transport.get_remote_server_key()
+            )
+            try:
+                transport.auth_publickey(access.user, self.pkey)
+            except paramiko.AuthenticationException:
+                raise RemoteRefused(
+                    f"SFTP server {access.hostname}:{access.port} refused the key of "
+                    f"user {access.user}"
+                ) from None
+            sftp = paramiko.SFTPClient.from_transport(
+                transport, window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE
+            )
+            if sftp is None:
+                raise TransferUnavailable("the SFTP subsystem could not be opened")
+            sftp.get_channel().settimeout(IO_TIMEOUT)  # type: ignore[union-attr]
+            try:
+                yield sftp
+            finally:
+                sftp.close()
+        finally:
+            transport.close()
+
+
+def _classify(exc: BaseException, what: str) -> TransferError:
+    """Permanent for refusals by the server, transient for dropped or stalled connections."""
+    if isinstance(exc, TransferError):
+        return exc
+    if isinstance(exc, PermissionError | FileNotFoundError):
+        return RemoteRefused(f"{what}: the SFTP server refused it ({exc})")
+    return TransferUnavailable(f"{what}: connection lost ({type(exc).__name__}: {exc})")
+
+
+_DROPS = (paramiko.SSHException, EOFError, OSError)
+
+
+def _with_resume(
+    what: str,
+    max_attempts: int,
+    attempt: Callable[[], None],
+    position: Callable[[], int],
+) -> int:
+    """Run `attempt` until it completes; return the number of attempts.
+
+    `position` tells how far the transfer got; only attempts that did not move it forward
+    count against `max_attempts`, so a long transfer over a flaky link still finishes.
+    """
+    attempts = stalled = 0
+    while True:
+        attempts += 1
+        before = position()
+        try:
+            attempt()
+            return attempts
+        except TransferError as exc:
+            if not exc.transient:
+                raise
+            error: TransferError = exc
+        except _DROPS as exc:
+            error = _classify(exc, what)
+            if not error.transient:
+                raise error from None
+        stalled = 0 if position() > before else stalled + 1
+        log.debug("%s: attempt %d ended: %s", what, attempts, error)
+        if stalled >= max_attempts:
+            raise TransferUnavailable(
+                f"{what}: failed {stalled} times in a row without progress ({error})"
+            ) from None
+        time.sleep(BACKOFF.delay_before(stalled + 1) if stalled else 0.0)
+
+
+class _LocalHash:
+    """sha256 of a local file, advanced as its bytes are sent (and re-read where skipped)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hasher = hashlib.sha256()
+        self.upto = 0
+
+    def advance_to(self, offset: int) -> None:
+        if offset < self.upto:
+            self.hasher, self.upto = hashlib.sha256(), 0
+        with open(self.path, "rb") as file:
+            file.seek(self.upto)
+            while self.upto < offset:
+                block = file.read(min(BLOCK, offset - self.upto))
+                if not block:
+                    raise SizeMismatch(f"{self.path} shrank while being uploaded")
+                self.hasher.update(block)
+                self.upto += len(block)
+
+    def update(self, block: bytes) -> None:
+        self.hasher.update(block)
+        self.upto += len(block)
+
+
+def upload_sftp(
+    access: SftpAccess,
+    private_key_pem: str,
+    path: str | os.PathLike[str],
+    *,
+    host_key: HostKeyCheck,
+    progress: ProgressCallback | None = None,
+    max_attempts: int = 5,
+) -> TransferResult:
+    """Upload `path` as `access.shared_file`, resuming from the remote size after each drop.
+
+    Like `sftp put -a`: appends from what the server has. Succeeds only when the remote size
+    equals the local size. Raises `HostKeyMismatch`, `RemoteRefused`, `SizeMismatch`, or
+    `TransferUnavailable` after `max_attempts` attempts in a row without progress.
+    """
+    source = Path(path)
+    size = source.stat().st_size
+    session = _Session(access, load_private_key(private_key_pem), host_key)
+    local_hash = _LocalHash(source)
+    name = access.shared_file
+    reached = {"bytes": 0}
+
+    def attempt() -> None:
+        with session.open() as sftp:
+            try:
+                remote = sftp.stat(name).st_size or 0
+            except FileNotFoundError:
+                remote = 0
+            reached["bytes"] = max(reached["bytes"], remote)
+            if remote > size:
+                raise SizeMismatch(
+                    f"upload: the remote {name} already holds {remote} bytes, more than the "
+                    f"{size} of {source.name}; it is another file, not resuming"
+                )
+            local_hash.advance_to(remote)
+            if remote < size:
+                _append(sftp, name, source, remote, size, local_hash, progress)
+            final = sftp.stat(name).st_size or 0
+            reached["bytes"] = max(reached["bytes"], final)
+            if final != size:
+                raise TransferUnavailable(
+                    f"upload: the server holds {final} of {size} bytes after sending"
+                )
+
+    attempts = _with_resume(
+        f"upload of {source.name}", max_attempts, attempt, lambda: reached["bytes"]
+    )
+    return TransferResult(bytes=size, sha256=local_hash.hasher.hexdigest(), attempts=attempts)
+
+
+def _append(
+    sftp: paramiko.SFTPClient,
+    name: str,
+    source: Path,
+    offset: int,
+    size: int,
+    local_hash: _LocalHash,
+    progress: ProgressCallback | None,
+) -> None:
+    # "a" is what `put -a` sends (write, create, append): never truncates what is there.
+    with sftp.open(name, "a", bufsize=0) as remote, open(source, "rb") as local:
+        remote.set_pipelined(True)
+        remote.seek(offset)
+        local.seek(offset)
+        while offset < size:
+            block = local.read(min(BLOCK, size - offset))
+            if not block:
+                raise SizeMismatch(f"upload: {source} shrank while being sent")
+            for start in range(0, len(block), REQUEST_SIZE):
+                remote.write(block[start : start + REQUEST_SIZE])
+            local_hash.update(block)
+            offset += len(block)
+            if progress:
+                progress(offset, size)
+
+
+def download_sftp(
+    access: SftpAccess,
+    private_key_pem: str,
+    remote_name: str,
+    destination: str | os.PathLike[str],
+    *,
+    host_key: HostKeyCheck,
+    progress: ProgressCallback | None = None,
+    max_attempts: int = 5,
+) -> TransferResult:
+    """Download `remote_name` to `destination` with resume; same atomic finish as HTTPS.
+
+    Never overwrites an existing destination (`DestinationExists`); bytes go to
+    `.<name>.part`, then size check, fsync, link under the final name, `<name>.sha256`.
+    """
+    session = _Session(access, load_private_key(private_key_pem), host_key)
+    part = PartFile.open(destination)
+    total = {"bytes": 0}
+
+    def attempt() -> None:
+        with session.open() as sftp:
+            size = sftp.stat(remote_name).st_size or 0
+            total["bytes"] = size
+            if part.size > size:
+                part.restart()
+            if part.size < size:
+                _fetch(sftp, remote_name, part, size, progress)
+
+    try:
+        attempts = _with_resume(
+            f"download of {remote_name}", max_attempts, attempt, lambda: part.size
+        )
+        digest = part.finish(total["bytes"])
+    finally:
+        part.close()
+    return TransferResult(bytes=total["bytes"], sha256=digest, attempts=attempts)
+
+
+def _fetch(
+    sftp: paramiko.SFTPClient,
+    name: str,
+    part: PartFile,
+    size: int,
+    progress: ProgressCallback | None,
+) -> None:
+    with sftp.open(name, "r", bufsize=0) as remote:
+        remote.seek(part.size)
+        remote.prefetch(size, max_concurrent_requests=PREFETCH_REQUESTS)
+        batch: list[bytes] = []
+        batched = 0
+        try:
+            while part.size + batched < size:
+                piece = remote.read(min(REQUEST_SIZE, size - part.size - batched))
+                if not piece:
+                    raise TransferUnavailable(
+                        f"download: {name} ended at {part.size + batched} of {size} bytes"
+                    )
+                batch.append(piece)
+                batched += len(piece)
+                if batched >= BLOCK:
+                    part.append(b"".join(batch))
+                    batch, batched = [], 0
+                    if progress:
+                        progress(part.size, size)
+        finally:
+            # Keep what arrived before a drop: the next attempt resumes after it.
+            if batch:
+                part.append(b"".join(batch))
+            if progress:
+                progress(part.size, size)

@@ -1,0 +1,140 @@
+"""SSH key pairs for SFTP uploads and verification of the SFTP server's host key."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from odoo_upgrade.transfer.errors import HostKeyMismatch, TransferError, TransferUnavailable
+
+CONNECT_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class SshKeyPair:
+    """`private_pem` is OpenSSH format (a secret); `public_line` is `ssh-ed25519 AAAA… comment`."""
+
+    private_pem: str
+    public_line: str
+
+    def __repr__(self) -> str:  # keep the private key out of reprs in logs and tracebacks
+        return f"SshKeyPair(public_line={self.public_line!r})"
+
+
+def generate_ssh_keypair(comment: str = "odoo-upgrade-operator") -> SshKeyPair:
+    """A fresh ed25519 key pair for one request's SFTP access."""
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return SshKeyPair(private_pem=private_pem, public_line=f"{public.decode()} {comment}".strip())
+
+
+def load_private_key(private_key_pem: str) -> paramiko.PKey:
+    """Load an OpenSSH/PEM private key (ed25519, ECDSA or RSA) without echoing it in errors."""
+    for key_class in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return key_class.from_private_key(io.StringIO(private_key_pem))
+        except (paramiko.SSHException, ValueError, TypeError):
+            continue
+    raise TransferError(
+        "the SFTP private key could not be read: expected an unencrypted OpenSSH ed25519, "
+        "ECDSA or RSA private key"
+    )
+
+
+def key_line(key: paramiko.PKey) -> str:
+    """`<type> <base64>`, the form stored in the request Secret's `sftp-host-key`."""
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+def _split_line(line: str) -> tuple[str, str]:
+    parts = line.split()
+    if len(parts) < 2:
+        raise ValueError(f"a host key must look like 'ssh-ed25519 AAAA…', got {line[:40]!r}")
+    return parts[0], parts[1]
+
+
+def fingerprint(line: str) -> str:
+    """OpenSSH-style fingerprint of a key line: `ssh-ed25519 SHA256:…`."""
+    kind, blob = _split_line(line)
+    digest = hashlib.sha256(base64.b64decode(blob)).digest()
+    return f"{kind} SHA256:{base64.b64encode(digest).decode().rstrip('=')}"
+
+
+@dataclass(frozen=True)
+class HostKeyCheck:
+    """How to trust an SFTP server: a pinned key line, or trust on first use.
+
+    `HostKeyCheck(pinned="ssh-ed25519 AAAA…")` refuses any other key.
+    `HostKeyCheck(on_first_use=record)` accepts the first key seen, hands its line to `record`
+    (the caller stores it, e.g. in the request Secret) and pins it for reconnections.
+    """
+
+    pinned: str | None = None
+    on_first_use: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.pinned is None and self.on_first_use is None:
+            raise ValueError("HostKeyCheck needs a pinned key line or an on_first_use callback")
+        if self.pinned is not None:
+            _split_line(self.pinned)
+
+    @property
+    def pinned_type(self) -> str | None:
+        return _split_line(self.pinned)[0] if self.pinned else None
+
+    def verify(self, host: str, port: int, key: paramiko.PKey) -> HostKeyCheck:
+        """Accept or refuse the server's `key`; return the check to use when reconnecting."""
+        seen = key_line(key)
+        if self.pinned is None:
+            if self.on_first_use is not None:
+                self.on_first_use(seen)
+            return HostKeyCheck(pinned=seen)
+        if _split_line(self.pinned) != _split_line(seen):
+            raise HostKeyMismatch(host, port, fingerprint(self.pinned), fingerprint(seen))
+        return self
+
+
+def start_transport(
+    hostname: str, port: int, *, key_type: str | None = None, **options: int
+) -> paramiko.Transport:
+    """Connect and run the SSH handshake (no authentication yet)."""
+    try:
+        sock = socket.create_connection((hostname, port), timeout=CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise TransferUnavailable(f"SFTP server {hostname}:{port} unreachable ({exc})") from None
+    transport = paramiko.Transport(sock, **options)  # type: ignore[arg-type]
+    if key_type:
+        # Ask for the pinned key's type, so a server with several keys shows the pinned one.
+        with contextlib.suppress(ValueError):
+            transport.get_security_options().key_types = (key_type,)
+    try:
+        transport.start_client(timeout=CONNECT_TIMEOUT)
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        transport.close()
+        raise TransferUnavailable(f"SSH handshake with {hostname}:{port} failed ({exc})") from None
+    return transport
+
+
+def fetch_host_key(hostname: str, port: int) -> str:
+    """The server's host key as `"ssh-ed25519 AAAA…"` (for trust on first use); no login."""
+    transport = start_transport(hostname, port)
+    try:
+        return key_line(transport.get_remote_server_key())
+    finally:
+        transport.close()
