@@ -42,14 +42,15 @@ def known_secrets() -> Iterable[str]:
 
 def redact(text: str) -> str:
     """Return `text` with key-bearing URLs, key parameters and registered secrets masked."""
-    text = _PRIVATE_KEY_BLOCK.sub(f"-----PRIVATE KEY {MASK}-----", text)
-    text = _KEY_URL.sub(rf"\g<1>{MASK}", text)
-    text = _KEY_PARAM.sub(rf"\g<1>{MASK}", text)
-    # Longest first so that a secret containing another is masked whole.
+    # Literal secrets first: a pattern could otherwise mask part of one (a key containing
+    # "Key=") and leave the rest unrecognisable. Longest first, so one containing another
+    # is masked whole.
     for secret in sorted(known_secrets(), key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, MASK)
-    return text
+    text = _PRIVATE_KEY_BLOCK.sub(f"-----PRIVATE KEY {MASK}-----", text)
+    text = _KEY_URL.sub(rf"\g<1>{MASK}", text)
+    return _KEY_PARAM.sub(rf"\g<1>{MASK}", text)
 
 
 class RedactingFilter(logging.Filter):
