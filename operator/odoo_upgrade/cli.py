@@ -100,7 +100,7 @@ class LazyGroup(click.Group):
 # -- shared option parsing ----------------------------------------------------------------
 
 
-class ByteSize(click.ParamType):
+class ByteSize(click.ParamType[int]):
     """A size such as `512MiB`, `1GiB`, `100MB` or a plain number of bytes."""
 
     name = "size"
@@ -521,7 +521,6 @@ async def upload_sftp_step(
     from odoo_upgrade.runflow import run_in_daemon_thread
     from odoo_upgrade.transfer import (
         HostKeyCheck,
-        fetch_host_key,
         generate_ssh_keypair,
         upload_sftp,
     )
@@ -531,11 +530,15 @@ async def upload_sftp_step(
     access = await with_client(
         url, lambda client: client.request_sftp_access(request_id, key, pair.public_line + "\n")
     )
-    pinned = host_key or await asyncio.to_thread(fetch_host_key, access.hostname, access.port)
-    check = HostKeyCheck(pinned=pinned)
+    # Without --host-key: trust the key the server shows first (and pin it for reconnections).
+    check = HostKeyCheck(pinned=host_key) if host_key else HostKeyCheck(on_first_use=accept_first_host_key)
     return await run_in_daemon_thread(
         lambda: upload_sftp(access, pair.private_pem, dump, host_key=check, progress=progress)
     )
+
+
+def accept_first_host_key(_: str) -> None:
+    """A host key seen on first use: nothing to record for a one-off upload."""
 
 
 def print_transfer(result: TransferResult, json_output: bool, **extra: str) -> None:

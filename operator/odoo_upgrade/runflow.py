@@ -29,7 +29,6 @@ from odoo_upgrade.transfer import (
     HostKeyCheck,
     TransferResult,
     download_https,
-    fetch_host_key,
     generate_ssh_keypair,
     upload_https,
     upload_sftp,
@@ -290,12 +289,18 @@ async def upload_over_sftp(
     access = await client.request_sftp_access(
         state.request_id, state.key, state.ssh_public_key + "\n"
     )
-    if state.sftp_host_key is None:
-        # Trust on first use, then pinned for every later attempt and rerun.
-        state.sftp_host_key = await asyncio.to_thread(fetch_host_key, access.hostname, access.port)
-        save_state(options.state_file, state)
     private_key = state.ssh_private_key
-    host_key = HostKeyCheck(pinned=state.sftp_host_key)
+
+    def record_host_key(line: str) -> None:
+        # Trust on first use, then pinned for every later attempt and rerun.
+        state.sftp_host_key = line
+        save_state(options.state_file, state)
+
+    host_key = (
+        HostKeyCheck(pinned=state.sftp_host_key)
+        if state.sftp_host_key
+        else HostKeyCheck(on_first_use=record_host_key)
+    )
     return await run_in_daemon_thread(
         lambda: upload_sftp(access, private_key, options.dump, host_key=host_key, progress=progress)
     )
