@@ -235,7 +235,7 @@ def test_service_monitor_only_when_asked(helm: Path) -> None:
 def test_metrics_off_removes_port_service_and_flag(helm: Path) -> None:
     manifests = render(helm, "metrics.enabled=false", "metrics.serviceMonitor.enabled=true")
     container = operator_container(manifests)
-    assert not [a for a in container["args"] if a.startswith("--metrics-port")]
+    assert [a for a in container["args"] if a.startswith("--metrics-port")] == ["--metrics-port=0"]
     assert not [p for p in container["ports"] if p["name"] == "metrics"]
     assert not of_kind(manifests, "Service") and not of_kind(manifests, "ServiceMonitor")
 
