@@ -1,0 +1,97 @@
+"""kopf handlers for `OdooUpgrade`: thin wrappers around `controller.flow`.
+
+One daemon per resource drives the flow from its status (kopf restarts it after an operator
+restart: that is the "resume"); the other handlers only configure kopf and clean up.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import kopf
+
+from odoo_upgrade.controller import flow, metrics
+from odoo_upgrade.controller.kube import KubeApi, load_credentials
+from odoo_upgrade.controller.spec import GROUP, PLURAL, VERSION
+from odoo_upgrade.platform import PlatformError
+from odoo_upgrade.redact import redact
+
+FINALIZER = f"{GROUP}/finalizer"
+MAX_BACKOFF = 300.0
+
+
+def transient_backoff(retry: int) -> float:
+    """Exponential backoff with jitter, bounded: 2 s, 4 s, 8 s … up to 5 minutes."""
+    ceiling = min(MAX_BACKOFF, 2.0 * 2 ** min(retry, 16))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def configure_settings(settings: kopf.OperatorSettings) -> None:
+    """kopf's bookkeeping under our own domain; watches that never hang silently."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.posting.level = logging.INFO
+    settings.posting.reporting_component = "odoo-upgrade-operator"
+    settings.posting.event_name_prefix = "odoo-upgrade-"
+
+
+@kopf.on.startup()
+async def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    configure_settings(settings)
+    await load_credentials()
+    memo["kube"] = KubeApi()
+
+
+@kopf.on.cleanup()
+async def stop_operator(memo: kopf.Memo, **_: Any) -> None:
+    kube = memo.get("kube")
+    if isinstance(kube, KubeApi):
+        await kube.close()
+
+
+def event_sink(body: kopf.Body) -> flow.EventSink:
+    def post(type_: str, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=redact(message))
+
+    return post
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, id="flow", backoff=10, cancellation_timeout=10.0)
+async def drive_upgrade(
+    name: str,
+    namespace: str | None,
+    uid: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    retry: int,
+    stopped: kopf.DaemonStopped,
+    **_: Any,
+) -> None:
+    """Run the flow of one OdooUpgrade until it is Succeeded or Failed."""
+    upgrade = flow.Upgrade(memo["kube"], namespace or "", name, uid, event_sink(body))
+    try:
+        await flow.run(upgrade, stopped=lambda: bool(stopped))
+    except PlatformError as error:
+        if not error.transient:
+            raise
+        raise kopf.TemporaryError(redact(str(error)), delay=transient_backoff(retry)) from None
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, id="children")
+async def delete_children(
+    name: str, namespace: str | None, uid: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """Remove the mover Jobs and the request Secret now (garbage collection would, later).
+
+    Dumps on volumes are never touched: they belong to the user.
+    """
+    await flow.delete_children(memo["kube"], namespace or "", name, uid)
+    metrics.record_phase(uid, None)

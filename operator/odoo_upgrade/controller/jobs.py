@@ -1,0 +1,304 @@
+"""Mover Job manifests (pure functions: spec in, dict out) and reading a Job's outcome.
+
+Names are deterministic (`<name>-upload`, `<name>-download`) so that a restarted operator finds
+the Job it created before instead of starting a second transfer. Pods run non-root with a
+read-only root filesystem, no capabilities and no service-account token: a mover only needs the
+request Secret and its volumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from odoo_upgrade.controller.spec import GROUP, KIND, VERSION, UpgradeSpec
+
+DEFAULT_MOVER_IMAGE = "ghcr.io/odoo-upgrade-operator/odoo-upgrade-operator:0.1.0"
+MOVER_IMAGE_ENV = "ODOO_UPGRADE_MOVER_IMAGE"
+
+REQUEST_DIR = "/var/run/odoo-upgrade/request"
+SOURCE_MOUNT = "/data/source"
+DESTINATION_MOUNT = "/data/destination"
+TERMINATION_LOG = "/dev/termination-log"
+CONTAINER_NAME = "mover"
+MOVER_UID = 65532
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "odoo-upgrade-operator"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+UID_LABEL = f"{GROUP}/upgrade-uid"
+NAME_LABEL = f"{GROUP}/upgrade-name"
+
+# Exit code of a mover failure that another pod would not fix (missing source, existing
+# destination, refused by the platform): the Job's podFailurePolicy fails the Job at once.
+EXIT_PERMANENT = 2
+BACKOFF_LIMIT = 3
+MAX_NAME = 63  # Job names end up in pod label values
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The `OdooUpgrade` a Job or Secret belongs to."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        """An ownerReference making the object garbage-collected with the resource."""
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def mover_image() -> str:
+    """The mover image: the operator's own image unless configured otherwise."""
+    return os.environ.get(MOVER_IMAGE_ENV) or DEFAULT_MOVER_IMAGE
+
+
+def child_name(owner_name: str, suffix: str) -> str:
+    """`<owner>-<suffix>`, shortened with a stable hash when longer than a label value allows."""
+    name = f"{owner_name}-{suffix}"
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(owner_name.encode()).hexdigest()[:8]
+    keep = MAX_NAME - len(suffix) - len(digest) - 2
+    return f"{owner_name[:keep].rstrip('-.')}-{digest}-{suffix}"
+
+
+def upload_job_name(owner_name: str) -> str:
+    return child_name(owner_name, "upload")
+
+
+def download_job_name(owner_name: str) -> str:
+    return child_name(owner_name, "download")
+
+
+def request_secret_name(owner_name: str) -> str:
+    return child_name(owner_name, "request")
+
+
+def labels(owner: Owner, component: str = "mover") -> dict[str, str]:
+    """Labels on the Job and its pods (docs/INTERNALS.md)."""
+    return {
+        MANAGED_BY_LABEL: MANAGED_BY,
+        COMPONENT_LABEL: component,
+        UID_LABEL: owner.uid,
+        NAME_LABEL: owner.name[:63],
+    }
+
+
+def _pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": MOVER_UID,
+        "runAsGroup": MOVER_UID,
+        "fsGroup": MOVER_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _job(
+    owner: Owner,
+    name: str,
+    args: list[str],
+    volumes: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+) -> dict[str, Any]:
+    job_labels = labels(owner)
+    request_volume = {
+        "name": "request",
+        "secret": {
+            "secretName": request_secret_name(owner.name),
+            # Group-readable: the kubelet gives the files to fsGroup, the mover runs in it.
+            "defaultMode": 0o440,
+        },
+    }
+    container = {
+        "name": CONTAINER_NAME,
+        "image": mover_image(),
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["odoo-upgrade", "mover", *args],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "securityContext": _container_security_context(),
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "1", "memory": "256Mi"},
+        },
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "request", "mountPath": REQUEST_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+            *mounts,
+        ],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": job_labels,
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "backoffLimit": BACKOFF_LIMIT,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": CONTAINER_NAME,
+                            "operator": "In",
+                            "values": [EXIT_PERMANENT],
+                        },
+                    },
+                    {
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                ]
+            },
+            "template": {
+                "metadata": {"labels": job_labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": _pod_security_context(),
+                    "containers": [container],
+                    "volumes": [request_volume, {"name": "tmp", "emptyDir": {}}, *volumes],
+                },
+            },
+        },
+    }
+
+
+def upload_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
+    """The upload Job: source PVC read-only, request Secret, `odoo-upgrade mover upload`."""
+    args = [
+        "upload",
+        "--platform-url",
+        spec.platform_url,
+        "--request-dir",
+        REQUEST_DIR,
+        "--source",
+        posixpath.join(SOURCE_MOUNT, spec.source.path),
+        "--transport",
+        spec.transport,
+        "--sftp-threshold-bytes",
+        str(spec.sftp_threshold_bytes),
+        "--termination-log",
+        TERMINATION_LOG,
+    ]
+    volume = {
+        "name": "source",
+        "persistentVolumeClaim": {"claimName": spec.source.claim_name, "readOnly": True},
+    }
+    mount = {"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True}
+    return _job(owner, upload_job_name(owner.name), args, [volume], [mount])
+
+
+def download_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
+    """The download Job: destination PVC read-write, request Secret, `mover download`."""
+    args = [
+        "download",
+        "--platform-url",
+        spec.platform_url,
+        "--request-dir",
+        REQUEST_DIR,
+        "--destination",
+        posixpath.join(DESTINATION_MOUNT, spec.destination.path),
+        "--format",
+        spec.destination_format,
+        "--termination-log",
+        TERMINATION_LOG,
+    ]
+    volume = {
+        "name": "destination",
+        "persistentVolumeClaim": {"claimName": spec.destination.claim_name},
+    }
+    mount = {"name": "destination", "mountPath": DESTINATION_MOUNT}
+    return _job(owner, download_job_name(owner.name), args, [volume], [mount])
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a mover Job ended, from its conditions; `None` fields while it runs."""
+
+    finished: bool
+    succeeded: bool
+    reason: str = ""
+    message: str = ""
+
+
+RUNNING = JobOutcome(finished=False, succeeded=False)
+
+
+def job_outcome(job: Mapping[str, Any]) -> JobOutcome:
+    """The Job's outcome from `.status.conditions` (never the counters, which move on retries).
+
+    `FailureTarget`/`SuccessCriteriaMet` come before `Failed`/`Complete` on recent clusters:
+    the verdict is final already, only the pods' termination is still under way.
+    """
+    conditions: Sequence[Mapping[str, Any]] = (job.get("status") or {}).get("conditions") or []
+    for condition in conditions:
+        if condition.get("status") != "True":
+            continue
+        kind = condition.get("type")
+        if kind in ("Complete", "SuccessCriteriaMet"):
+            return JobOutcome(True, True, str(condition.get("reason") or ""), "")
+        if kind in ("Failed", "FailureTarget"):
+            return JobOutcome(
+                True,
+                False,
+                str(condition.get("reason") or ""),
+                str(condition.get("message") or ""),
+            )
+    return RUNNING
+
+
+def termination_result(pods: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The mover's JSON result from the newest pod's termination message, if any.
+
+    A message that is not JSON (FallbackToLogsOnError used the log tail) comes back as
+    `{"error": <text>, "reason": "MoverCrashed"}`.
+    """
+    newest = sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp")))
+    for pod in reversed(newest):
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated") or {}
+            message = terminated.get("message")
+            if not message:
+                continue
+            try:
+                parsed = json.loads(message)
+            except ValueError:
+                return {"error": str(message).strip()[-500:], "reason": "MoverCrashed"}
+            if isinstance(parsed, dict):
+                return parsed
+    return None

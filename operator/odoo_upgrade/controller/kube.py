@@ -1,0 +1,196 @@
+"""Every Kubernetes API call the operator makes, in one place (the RBAC derives from this list).
+
+Calls made here (kubernetes_asyncio, same credentials as kopf: in-cluster or KUBECONFIG):
+
+    upgrade.odoo-operator.io  odooupgrades          get
+    upgrade.odoo-operator.io  odooupgrades/status   patch
+    ""                        secrets               get, create, patch, delete
+    ""                        persistentvolumeclaims get
+    batch                     jobs                  get, create, delete
+    ""                        pods                  list
+    ""                        pods/log              get        (upload progress, best effort)
+
+Calls made by kopf on the operator's behalf:
+
+    upgrade.odoo-operator.io  odooupgrades          list, watch, patch (finalizer, annotations)
+    apiextensions.k8s.io      customresourcedefinitions  list, watch (resource discovery)
+    ""                        namespaces            list, watch (only with namespace patterns)
+    ""  and events.k8s.io     events                create (kopf.event)
+    coordination: none        (the operator runs --standalone: no peering resources)
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from odoo_upgrade.controller.spec import GROUP, PLURAL, VERSION
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class NotFound(Exception):
+    """The object does not exist."""
+
+
+class AlreadyExists(Exception):
+    """An object of that name exists already."""
+
+
+async def load_credentials() -> None:
+    """Configure kubernetes_asyncio from the pod's service account, or else KUBECONFIG."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        await config.load_kube_config()
+
+
+def _translate(error: ApiException) -> Exception:
+    if error.status == 404:
+        return NotFound(error.reason)
+    if error.status == 409:
+        return AlreadyExists(error.reason)
+    return error
+
+
+def decode_secret(secret: Mapping[str, Any]) -> dict[str, str]:
+    """A Secret's data as text (base64 decoded)."""
+    data = secret.get("data") or {}
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+def encode_secret_data(values: Mapping[str, str]) -> dict[str, str]:
+    return {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+
+
+class KubeApi:
+    """Thin async access to the objects an `OdooUpgrade` involves; answers are plain dicts."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self._api = api_client or client.ApiClient()
+        # Typed as Any: the generated signatures want model objects; we pass plain dicts.
+        self._core: Any = client.CoreV1Api(self._api)
+        self._batch: Any = client.BatchV1Api(self._api)
+        self._custom: Any = client.CustomObjectsApi(self._api)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        result = self._api.sanitize_for_serialization(obj)
+        return dict(result) if isinstance(result, dict) else {}
+
+    # -- OdooUpgrade ---------------------------------------------------------------------------
+
+    async def get_upgrade(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            obj = await self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as error:
+            raise _translate(error) from None
+        return dict(obj)
+
+    async def patch_upgrade_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch `.status` through the status subresource; return the new object."""
+        try:
+            obj = await self._custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": dict(status)},
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as error:
+            raise _translate(error) from None
+        return dict(obj)
+
+    # -- Secrets -------------------------------------------------------------------------------
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            return self._plain(await self._core.read_namespaced_secret(name, namespace))
+        except ApiException as error:
+            raise _translate(error) from None
+
+    async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return self._plain(await self._core.create_namespaced_secret(namespace, dict(body)))
+        except ApiException as error:
+            raise _translate(error) from None
+
+    async def patch_secret_data(
+        self, namespace: str, name: str, values: Mapping[str, str]
+    ) -> dict[str, Any]:
+        body = {"data": encode_secret_data(values)}
+        try:
+            return self._plain(
+                await self._core.patch_namespaced_secret(
+                    name, namespace, body, _content_type=MERGE_PATCH
+                )
+            )
+        except ApiException as error:
+            raise _translate(error) from None
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        try:
+            await self._core.delete_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    # -- Volumes -------------------------------------------------------------------------------
+
+    async def get_pvc(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            return self._plain(
+                await self._core.read_namespaced_persistent_volume_claim(name, namespace)
+            )
+        except ApiException as error:
+            raise _translate(error) from None
+
+    # -- Jobs and their pods ---------------------------------------------------------------------
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            return self._plain(await self._batch.read_namespaced_job(name, namespace))
+        except ApiException as error:
+            raise _translate(error) from None
+
+    async def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return self._plain(await self._batch.create_namespaced_job(namespace, dict(body)))
+        except ApiException as error:
+            raise _translate(error) from None
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and (in the background) its pods; a missing Job is fine."""
+        try:
+            await self._batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background"
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def list_job_pods(self, namespace: str, job_uid: str) -> list[dict[str, Any]]:
+        pods = await self._core.list_namespaced_pod(
+            namespace, label_selector=f"batch.kubernetes.io/controller-uid={job_uid}"
+        )
+        return [self._plain(p) for p in pods.items]
+
+    async def pod_log_tail(self, namespace: str, pod: str, lines: int = 5) -> str:
+        """The last lines of a pod's log; empty when there is none (yet)."""
+        try:
+            text = await self._core.read_namespaced_pod_log(pod, namespace, tail_lines=lines)
+        except ApiException:
+            return ""
+        return str(text or "")

@@ -1,0 +1,183 @@
+"""The `OdooUpgrade` spec as a typed model, parsed and checked before anything acts on it.
+
+The CRD already rejects most bad input at admission; this parse repeats the checks that guard
+the operator itself (relative paths, durations) so that a CRD installed without its CEL rules
+cannot make the operator write outside a volume.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+GROUP = "upgrade.odoo-operator.io"
+VERSION = "v1alpha1"
+PLURAL = "odooupgrades"
+KIND = "OdooUpgrade"
+
+DEFAULT_PLATFORM_URL = "https://upgrade.odoo.com"
+DEFAULT_POLL_INTERVAL = 60.0
+DEFAULT_SFTP_THRESHOLD_BYTES = 1024**3
+AIMS = ("test", "production")
+FORMATS = ("archive", "sql")
+TRANSPORTS = ("auto", "https", "sftp")
+
+_TARGET = re.compile(r"^(saas~)?\d+\.\d+$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+class SpecError(ValueError):
+    """The spec is invalid; the message names the field and what was expected."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__(f"spec.{field}: {problem}")
+
+
+def parse_duration(text: str, *, field: str = "platform.pollInterval") -> float:
+    """Seconds of a Go-style duration limited to h/m/s ("30s", "2m", "1m30s", "1h")."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None:
+        raise SpecError(field, f'expected a duration such as "30s", "2m" or "1m30s", got {text!r}')
+    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise SpecError(field, f"must be longer than zero, got {text!r}")
+    return float(total)
+
+
+def check_relative_path(path: str, field: str) -> str:
+    """`path` if it stays inside its volume: relative and without `..` segments."""
+    if not path:
+        raise SpecError(field, "must not be empty")
+    if path.startswith("/"):
+        raise SpecError(field, f'must be a relative path (no leading "/"), got {path!r}')
+    if ".." in path.split("/"):
+        raise SpecError(field, f'must not contain ".." path segments, got {path!r}')
+    return path
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class VolumePath:
+    claim_name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class UpgradeSpec:
+    """What the user asked for, with defaults applied (DESIGN.md §3)."""
+
+    target: str
+    aim: str
+    email: str
+    contract: SecretKeyRef
+    filename: str
+    timezone: str | None
+    source: VolumePath
+    destination: VolumePath
+    destination_format: str
+    transport: str
+    platform_url: str
+    poll_interval: float
+    sftp_host_key: str | None
+    sftp_threshold_bytes: int
+
+    @property
+    def uses_sftp(self) -> bool:
+        """Whether SFTP credentials must exist before the upload (auto may pick SFTP)."""
+        return self.transport in ("sftp", "auto")
+
+
+def _section(spec: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = spec.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(name, "expected an object")
+    return value
+
+
+def _string(section: Mapping[str, Any], name: str, field: str, default: str | None = None) -> str:
+    value = section.get(name, default)
+    if value is None or value == "":
+        raise SpecError(field, "is required")
+    if not isinstance(value, str):
+        raise SpecError(field, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _choice(
+    section: Mapping[str, Any], name: str, field: str, default: str, allowed: tuple[str, ...]
+) -> str:
+    value = _string(section, name, field, default)
+    if value not in allowed:
+        raise SpecError(field, f"expected one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def parse_spec(spec: Mapping[str, Any]) -> UpgradeSpec:
+    """Parse the resource's `.spec` into an `UpgradeSpec`, or raise `SpecError`."""
+    target = _string(spec, "target", "target")
+    if not _TARGET.match(target):
+        raise SpecError(
+            "target", f'expected a version such as "18.0" or "saas~17.4", got {target!r}'
+        )
+    email = _string(spec, "email", "email")
+    if not _EMAIL.match(email):
+        raise SpecError("email", f"expected an email address, got {email!r}")
+
+    contract = _section(spec, "contractSecretRef")
+    source = _section(spec, "source")
+    destination = _section(spec, "destination")
+    platform = _section(spec, "platform")
+    sftp = _section(spec, "sftp")
+
+    source_path = check_relative_path(_string(source, "path", "source.path"), "source.path")
+    filename = spec.get("filename") or posixpath.basename(source_path.rstrip("/"))
+    if not isinstance(filename, str) or not filename or "/" in filename:
+        raise SpecError("filename", f"expected a file name without '/', got {filename!r}")
+    timezone = spec.get("timezone") or None
+    host_key = sftp.get("hostKey") or None
+    threshold = sftp.get("thresholdBytes", DEFAULT_SFTP_THRESHOLD_BYTES)
+    if not isinstance(threshold, int) or threshold < 0:
+        raise SpecError(
+            "sftp.thresholdBytes", f"expected a non-negative integer, got {threshold!r}"
+        )
+    url = _string(platform, "url", "platform.url", DEFAULT_PLATFORM_URL)
+    if not url.startswith(("https://", "http://")):
+        raise SpecError("platform.url", f"expected an http(s) URL, got {url!r}")
+    poll = platform.get("pollInterval")
+    return UpgradeSpec(
+        target=target,
+        aim=_choice(spec, "aim", "aim", "test", AIMS),
+        email=email,
+        contract=SecretKeyRef(
+            name=_string(contract, "name", "contractSecretRef.name"),
+            key=_string(contract, "key", "contractSecretRef.key", "contract"),
+        ),
+        filename=filename,
+        timezone=str(timezone) if timezone else None,
+        source=VolumePath(_string(source, "claimName", "source.claimName"), source_path),
+        destination=VolumePath(
+            _string(destination, "claimName", "destination.claimName"),
+            check_relative_path(
+                _string(destination, "path", "destination.path"), "destination.path"
+            ),
+        ),
+        destination_format=_choice(destination, "format", "destination.format", "archive", FORMATS),
+        transport=_choice(spec, "transport", "transport", "auto", TRANSPORTS),
+        platform_url=url.rstrip("/"),
+        poll_interval=parse_duration(poll) if isinstance(poll, str) else DEFAULT_POLL_INTERVAL,
+        sftp_host_key=str(host_key) if host_key else None,
+        sftp_threshold_bytes=threshold,
+    )
