@@ -45,7 +45,8 @@ def utc_stamp() -> str:
 
 def machine_line() -> str:
     """A line saying where the figures come from."""
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    python = platform.python_version()
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {python}"
 
 
 def render_chaos_figures(figures: RunFigures, duration_seconds: float) -> str:
@@ -71,5 +72,8 @@ def render_chaos_figures(figures: RunFigures, duration_seconds: float) -> str:
     ]
     lines += [f"| {kind} | {count} |" for kind, count in sorted(figures.faults.items())]
     if figures.inputs:
-        lines += ["", "Bad inputs tried: " + ", ".join(f"`{case}`" for case in figures.inputs) + "."]
+        lines += [
+            "",
+            "Bad inputs tried: " + ", ".join(f"`{case}`" for case in figures.inputs) + ".",
+        ]
     return "\n".join(lines)

@@ -1,0 +1,233 @@
+"""Every invalid OdooUpgrade spec is refused by the API server, naming the field at fault.
+
+Only the CRD is needed (no operator): the schema and its CEL rules are the admission check a
+user meets with `kubectl apply` or Argo CD. Each row is one mistake a user can make; the test
+asserts the request is refused, nothing is stored, and the message names the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chaos.ledger import RunLedger
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "crds" / "odooupgrades.upgrade.odoo-operator.io.yaml"
+
+Spec = dict[str, Any]
+
+
+def valid_spec() -> Spec:
+    """The example of DESIGN.md §3: accepted as it is."""
+    return {
+        "target": "18.0",
+        "aim": "test",
+        "email": "ops@acme.example",
+        "contractSecretRef": {"name": "odoo-contract", "key": "contract"},
+        "filename": "acme.dump",
+        "source": {"claimName": "odoo-backups", "path": "dumps/acme.dump"},
+        "destination": {
+            "claimName": "odoo-backups",
+            "path": "upgraded/acme-18.dump",
+            "format": "archive",
+        },
+        "transport": "auto",
+        "platform": {"url": "https://upgrade.odoo.com", "pollInterval": "60s"},
+    }
+
+
+def without(*path: str) -> Callable[[Spec], None]:
+    def mutate(spec: Spec) -> None:
+        node = spec
+        for part in path[:-1]:
+            node = node[part]
+        del node[path[-1]]
+
+    return mutate
+
+
+def setting(value: Any, *path: str) -> Callable[[Spec], None]:
+    def mutate(spec: Spec) -> None:
+        node = spec
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+
+    return mutate
+
+
+@dataclass(frozen=True)
+class BadSpec:
+    """One invalid spec: how to break the valid one, and the field the refusal must name."""
+
+    case: str
+    mutate: Callable[[Spec], None]
+    field: str
+
+
+BAD_SPECS = [
+    BadSpec("missing target", without("target"), "spec.target"),
+    BadSpec("missing email", without("email"), "spec.email"),
+    BadSpec("missing contractSecretRef", without("contractSecretRef"), "spec.contractSecretRef"),
+    BadSpec(
+        "missing contractSecretRef.name",
+        without("contractSecretRef", "name"),
+        "spec.contractSecretRef.name",
+    ),
+    BadSpec("missing source", without("source"), "spec.source"),
+    BadSpec("missing source.claimName", without("source", "claimName"), "spec.source.claimName"),
+    BadSpec("missing source.path", without("source", "path"), "spec.source.path"),
+    BadSpec("missing destination.path", without("destination", "path"), "spec.destination.path"),
+    BadSpec("target without minor", setting("18", "target"), "spec.target"),
+    BadSpec("target with v prefix", setting("v18.0", "target"), "spec.target"),
+    BadSpec("target with patch level", setting("18.0.1", "target"), "spec.target"),
+    BadSpec("target saas with dash", setting("saas-17.2", "target"), "spec.target"),
+    BadSpec("target empty", setting("", "target"), "spec.target"),
+    BadSpec("aim unknown", setting("staging", "aim"), "spec.aim"),
+    BadSpec("email without domain", setting("ops@", "email"), "spec.email"),
+    BadSpec("email without at", setting("ops.acme.example", "email"), "spec.email"),
+    BadSpec("source path absolute", setting("/etc/passwd", "source", "path"), "spec.source.path"),
+    BadSpec(
+        "source path dotdot", setting("../other/acme.dump", "source", "path"), "spec.source.path"
+    ),
+    BadSpec(
+        "source path dotdot inside",
+        setting("dumps/../../x.dump", "source", "path"),
+        "spec.source.path",
+    ),
+    BadSpec(
+        "destination path absolute",
+        setting("/upgraded/acme.dump", "destination", "path"),
+        "spec.destination.path",
+    ),
+    BadSpec(
+        "destination path dotdot",
+        setting("upgraded/../../acme.dump", "destination", "path"),
+        "spec.destination.path",
+    ),
+    BadSpec(
+        "destination format unknown",
+        setting("zip", "destination", "format"),
+        "spec.destination.format",
+    ),
+    BadSpec("transport unknown", setting("ftp", "transport"), "spec.transport"),
+]
+
+
+def kubectl(cluster: Any, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run kubectl against the test cluster; the caller inspects the outcome."""
+    result: subprocess.CompletedProcess[str] = cluster.kubectl(*args, input=stdin, check=False)
+    return result
+
+
+def manifest(name: str, spec: Spec) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "upgrade.odoo-operator.io/v1alpha1",
+            "kind": "OdooUpgrade",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def crd(cluster: Any) -> None:
+    """The OdooUpgrade CRD, applied and established (no operator)."""
+    applied = kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    assert applied.returncode == 0, applied.stderr
+    established = kubectl(
+        cluster,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/odooupgrades.upgrade.odoo-operator.io",
+    )
+    assert established.returncode == 0, established.stderr
+
+
+def test_the_valid_spec_is_accepted(crd: None, cluster: Any, namespace: str) -> None:
+    # Without this control every row below could pass for a reason unrelated to its field.
+    created = kubectl(
+        cluster, "-n", namespace, "apply", "-f", "-", stdin=manifest("valid", valid_spec())
+    )
+    assert created.returncode == 0, created.stderr
+
+
+@pytest.mark.parametrize("bad", BAD_SPECS, ids=[b.case for b in BAD_SPECS])
+def test_invalid_spec_is_refused_at_admission_naming_the_field(
+    crd: None, cluster: Any, namespace: str, bad: BadSpec, record_property: Any
+) -> None:
+    spec = copy.deepcopy(valid_spec())
+    bad.mutate(spec)
+    name = "bad-" + "-".join(bad.case.split()).lower().replace(".", "-")
+
+    refused = kubectl(cluster, "-n", namespace, "apply", "-f", "-", stdin=manifest(name, spec))
+
+    assert refused.returncode != 0, f"{bad.case}: accepted, but must be refused"
+    assert bad.field in refused.stderr, (
+        f"{bad.case}: the refusal must name {bad.field}: {refused.stderr.strip()}"
+    )
+    stored = kubectl(cluster, "-n", namespace, "get", "odooupgrade", name)
+    assert stored.returncode != 0, f"{bad.case}: refused, yet stored"
+    RunLedger(record_property).input(bad.case)
+
+
+REQUEST_FIELDS = [
+    ("target", "17.0"),
+    ("aim", "production"),
+    ("email", "someone.else@acme.example"),
+    ("filename", "other.dump"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), REQUEST_FIELDS, ids=[f for f, _ in REQUEST_FIELDS])
+def test_request_defining_field_cannot_change_once_the_request_exists(
+    crd: None, cluster: Any, namespace: str, field: str, value: str, record_property: Any
+) -> None:
+    name = f"immutable-{field.lower()}"
+    created = kubectl(
+        cluster, "-n", namespace, "apply", "-f", "-", stdin=manifest(name, valid_spec())
+    )
+    assert created.returncode == 0, created.stderr
+    # Before the request exists the field may still be corrected...
+    early = valid_spec()
+    early[field] = value
+    corrected = kubectl(cluster, "-n", namespace, "apply", "-f", "-", stdin=manifest(name, early))
+    assert corrected.returncode == 0, (
+        f"{field} must be editable before the request: {corrected.stderr}"
+    )
+    # ...once the operator has recorded a request id it may not: the platform already has it.
+    marked = kubectl(
+        cluster,
+        "-n",
+        namespace,
+        "patch",
+        "odooupgrade",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"requestId": 10534}}),
+    )
+    assert marked.returncode == 0, marked.stderr
+
+    refused = kubectl(
+        cluster, "-n", namespace, "apply", "-f", "-", stdin=manifest(name, valid_spec())
+    )
+
+    assert refused.returncode != 0, f"changing {field} after the request was accepted"
+    assert field in refused.stderr, f"the refusal must name {field}: {refused.stderr.strip()}"
+    stored = kubectl(cluster, "-n", namespace, "get", "odooupgrade", name, "-o", "json")
+    assert json.loads(stored.stdout)["spec"][field] == value
+    RunLedger(record_property).input(f"change {field} after the request exists")
