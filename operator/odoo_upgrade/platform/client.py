@@ -8,6 +8,7 @@ second `create` opens a second request.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from types import TracebackType
@@ -37,6 +38,17 @@ log = logging.getLogger("odoo_upgrade.platform")
 redact_library_loggers()
 
 
+def _redacted_failure(data: object) -> Failure:
+    """A failure as sent, minus secrets: messages may echo the contract or the key."""
+    failure = Failure.from_json(data if isinstance(data, dict) else {"message": str(data)})
+    return dataclasses.replace(
+        failure,
+        message=redact(failure.message),
+        code=None if failure.code is None else redact(failure.code),
+        value=None if failure.value is None else redact(failure.value),
+    )
+
+
 def parse_answer(method: str, status_code: int, body: bytes) -> dict[str, Any]:
     """Turn one HTTP answer into the JSON dictionary, or raise the matching `PlatformError`.
 
@@ -49,10 +61,7 @@ def parse_answer(method: str, status_code: int, body: bytes) -> dict[str, Any]:
         data = None
     failures = data.get("failures") if isinstance(data, dict) else None
     if isinstance(failures, list) and failures:
-        raise PlatformFailure(
-            method,
-            [Failure.from_json(f if isinstance(f, dict) else {"message": f}) for f in failures],
-        )
+        raise PlatformFailure(method, [_redacted_failure(f) for f in failures])
     if status_code >= 500 or status_code == 429:
         raise PlatformServerError(f"{method}: the platform answered HTTP {status_code}")
     if not isinstance(data, dict):
@@ -219,6 +228,13 @@ class PlatformClient:
         retryable = is_transient if idempotent else platform_surely_did_not_act
         try:
             result, _ = await retry_async(self.retry, once, retryable=retryable)
+        except PlatformFailure as exc:
+            if exc.transient:
+                # SERVER:ERROR on every try: as unavailable as a 5xx, say so in one type.
+                raise PlatformServerError(
+                    f"{exc} (still failing after {self.retry.attempts} attempts)"
+                ) from None
+            raise
         except PlatformUnavailable as exc:
             if not idempotent and not platform_surely_did_not_act(exc):
                 raise PlatformOutcomeUnknown(

@@ -15,7 +15,12 @@ from typing import BinaryIO
 import httpx
 
 from odoo_upgrade.platform.client import is_transient, parse_answer, transport_error
-from odoo_upgrade.platform.errors import PlatformError, PlatformProtocolError, PlatformServerError
+from odoo_upgrade.platform.errors import (
+    PlatformError,
+    PlatformFailure,
+    PlatformProtocolError,
+    PlatformServerError,
+)
 from odoo_upgrade.platform.retry import RetryPolicy, retry_async
 from odoo_upgrade.redact import redact, register_secret
 from odoo_upgrade.transfer.errors import RemoteRefused, SizeMismatch, TransferUnavailable
@@ -108,7 +113,15 @@ async def upload_https(
             parse_answer("upload", response.status_code, response.content)
             return hasher.hexdigest()
 
-        digest, attempts = await retry_async(retry or RetryPolicy(), once, retryable=is_transient)
+        policy = retry or RetryPolicy()
+        try:
+            digest, attempts = await retry_async(policy, once, retryable=is_transient)
+        except PlatformFailure as exc:
+            if exc.transient:
+                raise PlatformServerError(
+                    f"{exc} (still failing after {policy.attempts} attempts)"
+                ) from None
+            raise
     return TransferResult(bytes=size, sha256=digest, attempts=attempts)
 
 
