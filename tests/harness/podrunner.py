@@ -105,22 +105,22 @@ class PodExecution:
             _remove_tree(self.workspace.root)
 
     async def _run(self) -> None:
-        if self.workspace.root.exists():
-            _remove_tree(self.workspace.root)
-        self.workspace.root.mkdir(parents=True)
-        self.workspace.root.chmod(0o755)
-        volumes = PodVolumes(
-            self.pod,
-            self.workspace,
-            self.runner.volumes_root,
-            self.runner.fetch_object,
-            self.runner.request_token,
-            self.runner.read_only,
-        )
         spec = self.pod["spec"]
         init_specs = spec.get("initContainers") or []
         specs = spec["containers"]
         while True:
+            # Each attempt starts from an empty workspace (Secrets may have changed meanwhile).
+            _remove_tree(self.workspace.root)
+            self.workspace.root.mkdir(parents=True)
+            self.workspace.volumes.clear()
+            volumes = PodVolumes(
+                self.pod,
+                self.workspace,
+                self.runner.volumes_root,
+                self.runner.fetch_object,
+                self.runner.request_token,
+                self.runner.read_only,
+            )
             try:
                 await volumes.prepare()
                 init = [
