@@ -134,6 +134,29 @@ def platform_status(request: UpgradeRequest, checked_at: str) -> dict[str, Any]:
     return mirrored
 
 
+def uploaded_status(result: Mapping[str, Any], transport: str) -> dict[str, Any]:
+    """`.status.upload` once the mover reported success."""
+    size = int(result.get("bytes") or 0)
+    return {
+        "transport": str(result.get("transport") or transport),
+        "bytesDone": size,
+        "bytesTotal": size,
+        "sha256": result.get("sha256"),
+        "attempts": int(result.get("attempts") or 1),
+        "completedAt": cond.now_rfc3339(),
+    }
+
+
+def downloaded_status(result: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """`.status.download` once the mover reported success (the path inside the volume)."""
+    return {
+        "path": path,
+        "bytes": int(result.get("bytes") or 0),
+        "sha256": result.get("sha256"),
+        "completedAt": cond.now_rfc3339(),
+    }
+
+
 def _seconds_since(timestamp: str | None) -> float | None:
     if not timestamp:
         return None
@@ -577,14 +600,7 @@ async def check_upload(
         metrics.BYTES_MOVED.labels(direction="upload").inc(size)
         await upgrade.patch_status(
             phase=cond.PROCESSING,
-            upload={
-                "transport": transport,
-                "bytesDone": size,
-                "bytesTotal": size,
-                "sha256": result.get("sha256"),
-                "attempts": int(result.get("attempts") or 1),
-                "completedAt": cond.now_rfc3339(),
-            },
+            upload=uploaded_status(result, spec.transport),
             conditions=[(cond.UPLOADED, cond.TRUE, "Uploaded", message)],
             progress=None,
             message=message,
@@ -766,12 +782,7 @@ async def check_download(upgrade: Upgrade, spec: UpgradeSpec, job: Mapping[str, 
         metrics.BYTES_MOVED.labels(direction="download").inc(size)
         message = f"downloaded {human_bytes(size)} to {spec.destination.path}"
         await upgrade.patch_status(
-            download={
-                "path": spec.destination.path,
-                "bytes": size,
-                "sha256": result.get("sha256"),
-                "completedAt": cond.now_rfc3339(),
-            },
+            download=downloaded_status(result, spec.destination.path),
             conditions=[(cond.DOWNLOADED, cond.TRUE, "Downloaded", message)],
             progress=None,
             message=message,

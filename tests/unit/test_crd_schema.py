@@ -1,0 +1,190 @@
+"""The CRD teaches the resource (`kubectl explain`) and declares every status field the
+controller writes (undeclared fields would be pruned by the API server)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from odoo_upgrade.controller import conditions as cond
+from odoo_upgrade.controller.flow import downloaded_status, platform_status, uploaded_status
+from odoo_upgrade.platform import Failure, UpgradeRequest
+
+CRD_PATH = (
+    Path(__file__).resolve().parents[2] / "crds" / "odooupgrades.upgrade.odoo-operator.io.yaml"
+)
+
+
+@pytest.fixture(scope="module")
+def crd() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(CRD_PATH.read_text())
+    return loaded
+
+
+def version(crd: dict[str, Any]) -> dict[str, Any]:
+    (only,) = crd["spec"]["versions"]
+    assert only["name"] == "v1alpha1"
+    return dict(only)
+
+
+def schema(crd: dict[str, Any]) -> dict[str, Any]:
+    return dict(version(crd)["schema"]["openAPIV3Schema"])
+
+
+def walk(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, node
+    for name, child in (node.get("properties") or {}).items():
+        yield from walk(child, f"{path}.{name}")
+    if "items" in node:
+        yield from walk(node["items"], f"{path}[]")
+
+
+def test_names_scope_and_short_name(crd: dict[str, Any]) -> None:
+    assert crd["metadata"]["name"] == "odooupgrades.upgrade.odoo-operator.io"
+    assert crd["spec"]["group"] == "upgrade.odoo-operator.io"
+    assert crd["spec"]["scope"] == "Namespaced"
+    assert crd["spec"]["names"]["kind"] == "OdooUpgrade"
+    assert "odooup" in crd["spec"]["names"]["shortNames"]
+    assert version(crd)["subresources"] == {"status": {}}
+
+
+def test_every_field_has_a_type_and_a_description(crd: dict[str, Any]) -> None:
+    missing = [
+        path
+        for path, node in walk(schema(crd), "")
+        if path != ".metadata" and ("type" not in node or not node.get("description"))
+    ]
+    assert missing == []
+
+
+def test_printer_columns(crd: dict[str, Any]) -> None:
+    columns = {c["name"]: c["jsonPath"] for c in version(crd)["additionalPrinterColumns"]}
+    assert columns == {
+        "Phase": ".status.phase",
+        "Target": ".spec.target",
+        "Request": ".status.requestId",
+        "Platform": ".status.platform.state",
+        "Progress": ".status.progress",
+        "Age": ".metadata.creationTimestamp",
+    }
+
+
+def test_spec_defaults_enums_and_target_pattern(crd: dict[str, Any]) -> None:
+    spec = schema(crd)["properties"]["spec"]
+    props = spec["properties"]
+    assert set(spec["required"]) == {
+        "target",
+        "email",
+        "contractSecretRef",
+        "source",
+        "destination",
+    }
+    assert props["target"]["pattern"] == r"^(saas~)?\d+\.\d+$"
+    assert props["aim"] == {**props["aim"], "enum": ["test", "production"], "default": "test"}
+    assert props["transport"]["enum"] == ["auto", "https", "sftp"]
+    assert props["transport"]["default"] == "auto"
+    assert props["destination"]["properties"]["format"]["default"] == "archive"
+    assert props["platform"]["properties"]["url"]["default"] == "https://upgrade.odoo.com"
+    assert props["platform"]["properties"]["pollInterval"]["default"] == "60s"
+
+
+def test_paths_are_checked_relative_and_without_dotdot(crd: dict[str, Any]) -> None:
+    props = schema(crd)["properties"]["spec"]["properties"]
+    for side in ("source", "destination"):
+        rules = [r["rule"] for r in props[side]["properties"]["path"]["x-kubernetes-validations"]]
+        assert any("startsWith('/')" in r for r in rules)
+        assert any("[.][.]" in r for r in rules)
+
+
+def test_request_defining_fields_are_immutable_once_the_request_exists(
+    crd: dict[str, Any],
+) -> None:
+    rules = schema(crd)["x-kubernetes-validations"]
+    guarded = {r["fieldPath"] for r in rules if "oldSelf.status.requestId" in r["rule"]}
+    assert guarded == {
+        ".spec.target",
+        ".spec.aim",
+        ".spec.email",
+        ".spec.contractSecretRef",
+        ".spec.filename",
+        ".spec.timezone",
+        ".spec.source",
+        ".spec.transport",
+        ".spec.platform.url",
+    }
+
+
+def a_full_status() -> dict[str, Any]:
+    """A status with every field the controller writes, built by the controller's own code."""
+    request = UpgradeRequest.from_json(
+        {
+            "id": 10534,
+            "key": "Aw7pItGVKFuZ_FOR3U8VFQ==",
+            "state": "done",
+            "issue_stage": "new",
+            "estimated_time": "01:00",
+            "processed_at": "2026-01-01 00:00:00",
+            "elapsed": "00:10",
+            "database_version": "17.0",
+            "postgresql": "16",
+            "compressions": ["pgdmp_custom"],
+            "filesize": "912.99 Kb",
+            "customer_message": "hello",
+        }
+    )
+    conditions: list[dict[str, Any]] = []
+    for type_ in cond.CONDITION_TYPES:
+        conditions = cond.set_condition(conditions, type_, cond.TRUE, "R", "m", generation=2)
+    result = {"bytes": 3, "sha256": "ab", "attempts": 2, "transport": "sftp"}
+    upload = {**uploaded_status(result, "auto"), "startedAt": cond.now_rfc3339()}
+    download = {**downloaded_status(result, "upgraded/a.dump"), "startedAt": cond.now_rfc3339()}
+    failure = Failure("TARGET:INVALID", "Invalid value", code="c", value="5.0", expected=["18.0"])
+    return {
+        "phase": cond.SUCCEEDED,
+        "observedGeneration": 2,
+        "requestId": 10534,
+        "requestSecretRef": {"name": "acme-request"},
+        "progress": "42% (1.0 MiB/2.0 MiB)",
+        "message": "m",
+        "platform": platform_status(request, cond.now_rfc3339()),
+        "upload": upload,
+        "download": download,
+        "failures": [failure.to_json()],
+        "conditions": conditions,
+    }
+
+
+def undeclared(value: Any, node: dict[str, Any], path: str) -> Iterator[str]:
+    if isinstance(value, dict):
+        props = node.get("properties") or {}
+        for name, child in value.items():
+            if name not in props:
+                yield f"{path}.{name}"
+            else:
+                yield from undeclared(child, props[name], f"{path}.{name}")
+    elif isinstance(value, list):
+        for item in value:
+            yield from undeclared(item, node.get("items") or {}, f"{path}[]")
+
+
+def test_every_status_field_the_controller_writes_is_declared(crd: dict[str, Any]) -> None:
+    status_schema = schema(crd)["properties"]["status"]
+    status = a_full_status()
+    assert list(undeclared(status, status_schema, "status")) == []
+    assert set(status) == set(status_schema["properties"])
+
+
+def test_status_never_holds_the_key_or_a_url() -> None:
+    text = repr(a_full_status())
+    assert "Aw7pItGVKFuZ_FOR3U8VFQ==" not in text
+    assert "http" not in text
+
+
+def test_phases_and_condition_status_enums_match_the_controller(crd: dict[str, Any]) -> None:
+    status = schema(crd)["properties"]["status"]["properties"]
+    assert tuple(status["phase"]["enum"]) == cond.PHASES
+    assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
