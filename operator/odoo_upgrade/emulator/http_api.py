@@ -259,6 +259,7 @@ async def key_url(request: web.Request) -> web.StreamResponse:
     except ApiRefusal:
         return _json(*NOT_FOUND.answer())
     what = request.match_info["what"]
+    log.info("%s %s request=%s", request.method, what, record.id)
     view = api.store.view(record)
     store = api.store
     ready = store.upgraded_ready(record) and store.upgraded_path(record.id).exists()
