@@ -33,7 +33,6 @@ import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -211,15 +210,19 @@ def rewrite_paths(text: str, mounts: list[tuple[str, str]]) -> str:
     A mount path matches at the start of the text or after a non-path character (``=``, ``:``,
     a space...) and must end there or continue with ``/``.
     """
-    for mount_path, local in sorted(mounts, key=lambda m: len(m[0]), reverse=True):
-        if mount_path in ("", "/"):
-            continue
-        pattern = re.compile(
-            r"(?<![\w./-])" + re.escape(mount_path.rstrip("/")) + r"(?=/|$|[^\w.-])"
-        )
-        # A function, not a template: the local path must not be read for backslash escapes.
-        text = pattern.sub(partial(_literal, local), text)
-    return text
+    # One pass over all mounts (longest first): a replaced local path (often under /tmp) must
+    # not be rewritten again by a shorter mount such as an emptyDir at /tmp.
+    locals_by_path = {
+        mount_path.rstrip("/"): local for mount_path, local in mounts if mount_path not in ("", "/")
+    }
+    if not locals_by_path:
+        return text
+    alternatives = "|".join(
+        re.escape(path) for path in sorted(locals_by_path, key=len, reverse=True)
+    )
+    pattern = re.compile(r"(?<![\w./-])(" + alternatives + r")(?=/|$|[^\w.-])")
+    # A function, not a template: the local path must not be read for backslash escapes.
+    return pattern.sub(lambda match: locals_by_path[match.group(1)], text)
 
 
 def resolve_executable(word: str, venv_bin: Path) -> str:
