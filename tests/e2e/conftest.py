@@ -43,7 +43,7 @@ def cluster() -> Iterator[LocalCluster]:
     # Not under pytest's tmp_path: a short, stable prefix keeps paths readable in pod logs.
     state_dir = Path(tempfile.mkdtemp(prefix="odoo-upgrade-e2e-"))
     try:
-        running = start_cluster(state_dir, binaries=binaries)
+        running = start_cluster(state_dir, binaries=binaries, die_with_parent=True)
     except ClusterStartFailed as error:
         pytest.fail(f"control plane did not start (logs in {state_dir}/logs): {error}")
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
 import json
 import os
 import shutil
@@ -237,12 +238,19 @@ def _kubeconfig(server: str, certs: ClusterCertificates) -> str:
 class _Launcher:
     """Starts components in their own sessions with logs under ``<state>/logs``."""
 
-    def __init__(self, paths: ClusterPaths) -> None:
+    def __init__(self, paths: ClusterPaths, *, die_with_parent: bool) -> None:
         self.paths = paths
+        self.die_with_parent = die_with_parent
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.paths.logs / f"{name}.log").open("ab")
+        # The pod runner stops its pods on SIGTERM; the others hold only throwaway state, and
+        # kube-apiserver lingers on SIGTERM once etcd is gone.
+        death_signal = signal.SIGTERM if name == "podrunner" else signal.SIGKILL
+        exit_with_parent = (
+            partial(_exit_with_parent, death_signal) if self.die_with_parent else None
+        )
         try:
             self.processes[name] = subprocess.Popen(
                 argv,
@@ -253,6 +261,7 @@ class _Launcher:
                 start_new_session=True,
                 cwd=REPO_ROOT,
                 env=env,
+                preexec_fn=exit_with_parent,
             )
         finally:
             log.close()
@@ -278,6 +287,15 @@ class _Launcher:
         return "\n".join(text.splitlines()[-lines:])
 
 
+def _exit_with_parent(sig: signal.Signals) -> None:
+    """In the child before exec: receive ``sig`` when the parent (a pytest session) dies.
+
+    Without it a killed test run would leave etcd and kube-apiserver running forever.
+    """
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, sig)
+
+
 def _wait(what: str, ready: Callable[[], bool], launcher: _Launcher, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -296,12 +314,18 @@ def _answers(client: httpx.Client, path: str, expect: Callable[[httpx.Response],
 
 
 def start_cluster(
-    state_dir: Path, *, binaries: Binaries | None = None, timeout: float = 90.0
+    state_dir: Path,
+    *,
+    binaries: Binaries | None = None,
+    timeout: float = 90.0,
+    die_with_parent: bool = False,
 ) -> RunningCluster:
     """Start etcd, kube-apiserver, kube-controller-manager and the pod runner on free ports.
 
     Returns once ``/readyz`` is ok, the controller manager has created the ``default``
     ServiceAccount and the pod runner's Node is registered. Stops what it started on failure.
+    With ``die_with_parent`` the components stop when the calling process dies (test sessions);
+    without, they outlive it (``make cluster``).
     """
     binaries = binaries or find_binaries()
     paths = ClusterPaths(state_dir.resolve())
@@ -317,7 +341,7 @@ def start_cluster(
     paths.kubeconfig.write_text(_kubeconfig(server, certs))
     paths.kubeconfig.chmod(0o600)
 
-    launcher = _Launcher(paths)
+    launcher = _Launcher(paths, die_with_parent=die_with_parent)
     cluster = RunningCluster(paths, server, binaries.kubernetes_version, launcher.processes)
     try:
         _start_components(launcher, binaries, certs, etcd_port, etcd_peer_port, api_port)
@@ -444,6 +468,24 @@ def _start_components(
     )
 
 
+def _recorded(paths: ClusterPaths) -> dict[str, dict[str, int | None]]:
+    if not paths.pids.exists():
+        return {}
+    recorded: dict[str, dict[str, int | None]] = json.loads(paths.pids.read_text())
+    return recorded
+
+
+def _is_alive(entry: dict[str, int | None]) -> bool:
+    pid = entry.get("pid")
+    return pid is not None and process_start_time(pid) == entry.get("start_time")
+
+
+def recorded_components_alive(state_dir: Path) -> bool:
+    """True when every component recorded in ``<state>/pids.json`` still runs."""
+    recorded = _recorded(ClusterPaths(state_dir.resolve()))
+    return set(recorded) == set(COMPONENTS) and all(map(_is_alive, recorded.values()))
+
+
 def stop_recorded(state_dir: Path) -> list[str]:
     """Stop the processes recorded in ``<state>/pids.json`` and remove the state but logs/.
 
@@ -452,18 +494,14 @@ def stop_recorded(state_dir: Path) -> list[str]:
     """
     paths = ClusterPaths(state_dir.resolve())
     stopped: list[str] = []
-    if paths.pids.exists():
-        recorded: dict[str, dict[str, int | None]] = json.loads(paths.pids.read_text())
-        for name in reversed(COMPONENTS):
-            entry = recorded.get(name)
-            if not entry or entry.get("pid") is None:
-                continue
-            pid = int(entry["pid"] or 0)
-            started = entry.get("start_time")
-            if process_start_time(pid) is None or process_start_time(pid) != started:
-                continue
-            _terminate(pid, partial(_is_gone, pid, started))
-            stopped.append(name)
+    recorded = _recorded(paths)
+    for name in reversed(COMPONENTS):
+        entry = recorded.get(name)
+        if not entry or not _is_alive(entry):
+            continue
+        pid = int(entry["pid"] or 0)
+        _terminate(pid, partial(_is_gone, pid, entry.get("start_time")))
+        stopped.append(name)
     if paths.root.exists():
         for child in paths.root.iterdir():
             if child.name in KEPT_ON_DOWN:
@@ -487,11 +525,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}; removed {paths.root}")
         return 0
     if paths.pids.exists():
-        print(
-            f"a cluster is already recorded in {paths.pids}: run `make cluster-down` first",
-            file=sys.stderr,
-        )
-        return 1
+        if recorded_components_alive(paths.root):
+            server = paths.server_file.read_text().strip()
+            print(f"already running at {server}\n  export KUBECONFIG={paths.kubeconfig}")
+            return 0
+        # Left over from a crash or a reboot: clear it (and any survivor) and start afresh.
+        stop_recorded(paths.root)
     try:
         binaries = find_binaries()
     except ControlPlaneMissing as error:
