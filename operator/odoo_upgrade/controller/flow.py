@@ -181,6 +181,7 @@ class Upgrade:
     obj: dict[str, Any] = field(default_factory=dict)
     # In memory only to throttle best-effort progress probes; never a source of flow state.
     last_progress_probe: float = 0.0
+    mover_retries: int = 0  # consecutive failed mover Jobs, for the backoff only
 
     @property
     def owner(self) -> Owner:
@@ -639,7 +640,8 @@ async def mover_failed(
         )
         upgrade.event("Warning", reason, message)
         await upgrade.kube.delete_job(upgrade.namespace, job_name)
-        return clamp(spec.poll_interval * 2, 3.0, 120.0)
+        upgrade.mover_retries += 1
+        return clamp(spec.poll_interval * 2 ** min(upgrade.mover_retries, 8), 3.0, 300.0)
     failures = [Failure.from_json(f) for f in result.get("failures") or [] if isinstance(f, dict)]
     await fail(
         upgrade,
