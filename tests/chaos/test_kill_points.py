@@ -1,0 +1,141 @@
+"""The operator SIGKILLed at every step boundary and mid-transfer, and the mover SIGKILLed
+mid-transfer: each upgrade still ends Succeeded with one `create`, the platform's bytes on the
+volume and no partial file under a final name.
+
+A kill point is a state a user could see (`kubectl get odooupgrade -o yaml`): a condition, a
+phase, or a phase while the mover's process is running. The test watches for it, kills, keeps
+the operator down a moment, starts it again, and checks the invariants of
+tests/chaos/invariants.py. Killing the operator does not stop a running mover (it is its own
+pod); killing the mover makes the Job start a new pod, which must resume, not restart wrong.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.chaos.conftest import chaos_full
+from tests.chaos.invariants import Delivery, assert_nothing_lost
+from tests.chaos.ledger import RunLedger
+from tests.chaos.movers import kill_movers, mover_pids
+from tests.support.emulator import RunningEmulator
+from tests.support.operator import RunningOperator
+from tests.support.scenario import Namespace, condition, phase_of
+
+pytestmark = pytest.mark.e2e
+pytest_plugins = ["tests.support.operator_fixtures"]
+
+DOWNTIME_SECONDS = 2.0
+# Big enough that a transfer cut once by the emulator and retried lasts a few polls.
+DUMP_BYTES = 3 * 1024 * 1024
+
+Reached = Callable[[dict[str, Any], str], bool]
+
+
+def has_condition(type_: str) -> Reached:
+    def reached(obj: dict[str, Any], _: str) -> bool:
+        found = condition(obj, type_)
+        return found is not None and found.get("status") == "True"
+
+    return reached
+
+
+def request_recorded(obj: dict[str, Any], _: str) -> bool:
+    return obj.get("status", {}).get("requestId") is not None
+
+
+def in_phase(phase: str) -> Reached:
+    def reached(obj: dict[str, Any], _: str) -> bool:
+        return phase_of(obj) == phase
+
+    return reached
+
+
+def mover_running(phase: str, job_suffix: str) -> Reached:
+    def reached(obj: dict[str, Any], name: str) -> bool:
+        return phase_of(obj) == phase and bool(mover_pids(f"{name}-{job_suffix}"))
+
+    return reached
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    """Where to strike, whom (`operator` or the `<suffix>` mover), over which transport."""
+
+    label: str
+    reached: Reached
+    victim: str = "operator"
+    transport: str = "https"
+    short: bool = False
+
+
+KILL_POINTS = [
+    KillPoint("operator after RequestCreated", request_recorded, short=True),
+    KillPoint("operator mid-upload", mover_running("Uploading", "upload")),
+    KillPoint("operator mid-upload sftp", mover_running("Uploading", "upload"), transport="sftp"),
+    KillPoint("operator after Uploaded", has_condition("Uploaded")),
+    KillPoint("operator while Processing", in_phase("Processing"), short=True),
+    KillPoint("operator mid-download", mover_running("Downloading", "download")),
+    KillPoint("operator after Downloaded", has_condition("Downloaded")),
+    KillPoint("mover mid-upload", mover_running("Uploading", "upload"), victim="upload"),
+    KillPoint(
+        "mover mid-upload sftp",
+        mover_running("Uploading", "upload"),
+        victim="upload",
+        transport="sftp",
+    ),
+    KillPoint(
+        "mover mid-download",
+        mover_running("Downloading", "download"),
+        victim="download",
+        short=True,
+    ),
+]
+
+
+def selected_points() -> list[KillPoint]:
+    return KILL_POINTS if chaos_full() else [p for p in KILL_POINTS if p.short]
+
+
+@pytest.mark.parametrize("point", selected_points(), ids=lambda p: p.label.replace(" ", "-"))
+def test_upgrade_survives_a_kill(
+    point: KillPoint,
+    live_operator: RunningOperator,
+    namespaces: Callable[[], Namespace],
+    start_emulator: Callable[..., RunningEmulator],
+    ledger: RunLedger,
+) -> None:
+    # Slow answers and one cut per transfer keep each step observable for a few polls.
+    emulator = start_emulator(latency=0.3, drop_after_bytes=DUMP_BYTES // 2, process_seconds=3)
+    ns = namespaces()
+    ns.prepare()
+    ns.put_dump("dumps/acme.dump", size=DUMP_BYTES)
+    name = f"kill-{uuid.uuid4().hex[:6]}"
+    upgrade = ns.apply_upgrade(
+        name,
+        platform_url=emulator.url,
+        source_path="dumps/acme.dump",
+        destination_path="upgraded/acme-18.dump",
+        transport=point.transport,
+    )
+    ledger.resources(1)
+
+    upgrade.wait_until(lambda obj: point.reached(obj, name), point.label, timeout=180, interval=0.1)
+    if point.victim == "operator":
+        live_operator.kill()
+        time.sleep(DOWNTIME_SECONDS)
+        live_operator.start()
+    else:
+        assert kill_movers(f"{name}-{point.victim}") >= 1, f"no {point.victim} mover to kill"
+    ledger.fault(f"SIGKILL {point.label}")
+
+    upgrade.wait_for_phase("Succeeded", "Failed", timeout=240)
+    compared = assert_nothing_lost(
+        emulator, [Delivery(upgrade, ns.volume(), "upgraded/acme-18.dump")]
+    )
+    ledger.verified(1, compared)
