@@ -62,7 +62,13 @@ READ_ONLY_BIND_SCRIPT = (
 
 
 def read_only_strategy() -> str:
-    """``bind`` when read-only bind mounts in a private mount namespace work here, else ``copy``."""
+    """``bind`` when read-only bind mounts in a private mount namespace work here, else ``copy``.
+
+    ``ODOO_UPGRADE_PODRUNNER_READ_ONLY=copy|bind`` forces one (to try the other path).
+    """
+    forced = os.environ.get("ODOO_UPGRADE_PODRUNNER_READ_ONLY")
+    if forced in ("copy", "bind"):
+        return forced
     if os.geteuid() != 0 or not shutil.which("unshare"):
         return "copy"
     scratch = tempfile.gettempdir()

@@ -91,6 +91,14 @@ class PodExecution:
     def path(self) -> str:
         return pod_path(self.namespace, self.name)
 
+    async def _patch_status(self, status: JsonObject) -> None:
+        try:
+            await self.runner.api.strategic_patch(self.path + "/status", {"status": status})
+        except ApiError as error:
+            # Already gone (force-deleted): nobody is left to read the status.
+            if error.status != 404:
+                raise
+
     async def run(self) -> None:
         """Run the pod to completion and report; never raises except on cancellation."""
         try:
@@ -148,21 +156,18 @@ class PodExecution:
                 return
 
         started = now()
-        await self.runner.api.strategic_patch(
-            self.path + "/status",
+        await self._patch_status(
             {
-                "status": {
-                    "phase": "Pending" if init else "Running",
-                    "hostIP": POD_IP,
-                    "hostIPs": [{"ip": POD_IP}],
-                    "podIP": POD_IP,
-                    "podIPs": [{"ip": POD_IP}],
-                    "startTime": started,
-                    "conditions": [
-                        _condition("PodReadyToStartContainers", True),
-                        _condition("Initialized", not init),
-                    ],
-                }
+                "phase": "Pending" if init else "Running",
+                "hostIP": POD_IP,
+                "hostIPs": [{"ip": POD_IP}],
+                "podIP": POD_IP,
+                "podIPs": [{"ip": POD_IP}],
+                "startTime": started,
+                "conditions": [
+                    _condition("PodReadyToStartContainers", True),
+                    _condition("Initialized", not init),
+                ],
             },
         )
         init_statuses: list[JsonObject] = []
@@ -193,6 +198,11 @@ class PodExecution:
         """Run one container process to its end; its terminated containerStatus."""
         log_path = self.runner.logs_dir / f"{self.namespace}_{log_name}.log"
         started = now()
+        if self.deleting:
+            return _start_error_status({"name": container.name}, "the pod was deleted")
+        # A kubelet creates a missing workingDir too.
+        with contextlib.suppress(OSError):
+            container.cwd.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as output:
             try:
                 process = await asyncio.create_subprocess_exec(
@@ -263,52 +273,46 @@ class PodExecution:
             _signal_group(process.pid, signal.SIGKILL)
 
     async def _patch_waiting(self, specs: list[JsonObject], reason: str, message: str) -> None:
-        await self.runner.api.strategic_patch(
-            self.path + "/status",
+        await self._patch_status(
             {
-                "status": {
-                    "containerStatuses": [
-                        {
-                            "name": c["name"],
-                            "image": c.get("image", ""),
-                            "imageID": "",
-                            "ready": False,
-                            "started": False,
-                            "restartCount": 0,
-                            "state": {"waiting": {"reason": reason, "message": message}},
-                        }
-                        for c in specs
-                    ]
-                }
-            },
+                "containerStatuses": [
+                    {
+                        "name": c["name"],
+                        "image": c.get("image", ""),
+                        "imageID": "",
+                        "ready": False,
+                        "started": False,
+                        "restartCount": 0,
+                        "state": {"waiting": {"reason": reason, "message": message}},
+                    }
+                    for c in specs
+                ]
+            }
         )
 
     async def _patch_running(self, containers: list[LocalContainer], *, initialized: bool) -> None:
         started = now()
-        await self.runner.api.strategic_patch(
-            self.path + "/status",
+        await self._patch_status(
             {
-                "status": {
-                    "phase": "Running",
-                    "conditions": [
-                        _condition("Initialized", True),
-                        _condition("ContainersReady", True),
-                        _condition("Ready", True),
-                    ],
-                    "containerStatuses": [
-                        {
-                            "name": c.name,
-                            "image": _image_of(self.pod, c.name),
-                            "imageID": "",
-                            "ready": True,
-                            "started": True,
-                            "restartCount": 0,
-                            "state": {"waiting": None, "running": {"startedAt": started}},
-                        }
-                        for c in containers
-                    ],
-                }
-            },
+                "phase": "Running",
+                "conditions": [
+                    _condition("Initialized", True),
+                    _condition("ContainersReady", True),
+                    _condition("Ready", True),
+                ],
+                "containerStatuses": [
+                    {
+                        "name": c.name,
+                        "image": _image_of(self.pod, c.name),
+                        "imageID": "",
+                        "ready": True,
+                        "started": True,
+                        "restartCount": 0,
+                        "state": {"waiting": None, "running": {"startedAt": started}},
+                    }
+                    for c in containers
+                ],
+            }
         )
 
     async def _patch_terminal(
@@ -336,7 +340,7 @@ class PodExecution:
             status["reason"] = reason
         if message:
             status["message"] = message
-        await self.runner.api.strategic_patch(self.path + "/status", {"status": status})
+        await self._patch_status(status)
         log.info("pod %s/%s: %s", self.namespace, self.name, phase)
 
 
