@@ -28,7 +28,7 @@ pytest_plugins = ["tests.support.operator_fixtures"]
 
 def pod_logs(cluster: Any) -> dict[str, str]:
     """The mover pods' logs the test pod runner keeps under .cluster/logs/pods/."""
-    root = Path(cluster.kubeconfig).parent / "logs" / "pods"
+    root = Path(cluster.logs_dir) / "pods"
     return {
         str(path): path.read_text(errors="replace")
         for path in sorted(root.rglob("*"))
