@@ -204,3 +204,45 @@ def test_container_without_command_fails_with_a_start_error(
     terminated = finished["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["reason"] == "StartError"
     assert "no command" in terminated["message"]
+
+
+def test_init_container_runs_first_and_shares_an_empty_dir(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    write = "open('/scratch/greeting', 'w').write('prepared by init')"
+    read = "open('/dev/termination-log', 'w').write(open('/scratch/greeting').read())"
+    mount = [{"name": "scratch", "mountPath": "/scratch"}]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "staged", "labels": MANAGED},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "initContainers": [
+                {
+                    "name": "prepare",
+                    "image": "python:3",
+                    "command": ["python", "-c", write],
+                    "volumeMounts": mount,
+                }
+            ],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "python:3",
+                    "command": ["python", "-c", read],
+                    "volumeMounts": mount,
+                }
+            ],
+        },
+    }
+    cluster.apply(json.dumps(pod), namespace)
+
+    finished = finished_pod(cluster, namespace, "staged")
+
+    assert finished["status"]["phase"] == "Succeeded"
+    [init] = finished["status"]["initContainerStatuses"]
+    assert init["state"]["terminated"]["reason"] == "Completed"
+    [main] = finished["status"]["containerStatuses"]
+    assert main["state"]["terminated"]["message"] == "prepared by init"
