@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from odoo_upgrade.redact import MASK
 from tests.support.emulator import RunningEmulator
 from tests.support.scenario import (
     SAMPLE_CONTRACT,
@@ -61,7 +63,8 @@ def test_platform_refusal_fails_the_upgrade_after_one_create(
     assert not emulator.calls("upload") and not emulator.calls("request_sftp_access")
     assert "requestId" not in obj["status"]
 
-    # The status carries the failures exactly as the platform sends them for this request.
+    # The status carries the failures as the platform sends them for this request, except the
+    # contract reference (a secret, DESIGN.md §5), which is masked wherever it is echoed.
     sent = emulator.api(
         "create",
         contract=contract,
@@ -71,6 +74,13 @@ def test_platform_refusal_fails_the_upgrade_after_one_create(
         filename="acme.dump",
     )["failures"]
     assert [f["reason"] for f in sent] == [reason]
-    assert without_nulls(obj["status"]["failures"]) == without_nulls(sent)
+    shown = [masked(failure, contract) for failure in without_nulls(sent)]
+    assert without_nulls(obj["status"]["failures"]) == shown
+    assert contract not in describe(obj)
     messages = [str(c.get("message", "")) for c in conditions_of(obj)]
-    assert any(sent[0]["message"] in message for message in messages), describe(obj)
+    assert any(shown[0]["message"] in message for message in messages), describe(obj)
+
+
+def masked(failure: dict[str, Any], secret: str) -> dict[str, Any]:
+    """`failure` with `secret` masked in every string value, as the operator must show it."""
+    return {k: v.replace(secret, MASK) if isinstance(v, str) else v for k, v in failure.items()}
