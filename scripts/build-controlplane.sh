@@ -34,11 +34,30 @@ binary_ok() { # <path> <version without v>
   [ -x "$1" ] && "$1" --version 2>/dev/null | grep -qF "$2"
 }
 
-# Prints a line every 30 s while a build runs, so a cold build is visibly alive in CI logs.
-heartbeat() { # <label> <verbose build log>
-  local started=$SECONDS
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
+  PATH="$PATH:/usr/local/go/bin"
+fi
+
+# Left behind by an interrupted run: the heartbeat and the temporary build directory.
+BEAT=
+TMP=
+cleanup() {
+  if [ -n "$BEAT" ]; then kill "$BEAT" 2>/dev/null || true; fi
+  if [ -n "$TMP" ]; then rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Prints a line every 30 s while a step runs, so a cold build is visibly alive in CI logs.
+heartbeat() { # <label> <verbose build log or empty> <total packages or empty>
+  local started=$SECONDS compiled
   while sleep 30; do
-    echo "  ... $1: $((SECONDS - started)) s, $(wc -l <"$2" 2>/dev/null || echo 0) packages compiled"
+    if [ -n "$2" ]; then
+      compiled=$(grep -vc '^go: ' "$2" 2>/dev/null || true)
+      echo "  ... $1: $((SECONDS - started)) s, ${compiled:-0}/$3 packages compiled"
+    else
+      echo "  ... $1: $((SECONDS - started)) s"
+    fi
   done
 }
 
@@ -52,33 +71,49 @@ build() { # <label> <module dir> <final dir> <ldflags> <name>=<package>...
     exit 1
   fi
   mkdir -p "$CACHE"
-  local tmp log out target started=$SECONDS
+  local log out target total step started=$SECONDS
   local -a packages=()
   for target in "$@"; do packages+=("${target#*=}"); done
-  tmp="$(mktemp -d "$CACHE/.build-$label.XXXXXX")"
-  out="$tmp/"
-  if [ $# -eq 1 ]; then out="$tmp/${1%%=*}"; fi
-  log="$tmp/build.log"
-  echo "build-controlplane: building $label into $final (cold: a few minutes; modules from the Go proxy)"
-  heartbeat "$label" "$log" &
-  local beat=$!
-  # -v lists each package as it is compiled (counted by the heartbeat); errors go to the same log.
-  if ! (cd "$moddir" && CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=mod" \
-      go build -v -trimpath -ldflags "$ldflags" -o "$out" "${packages[@]}") >"$log" 2>&1; then
-    kill "$beat" 2>/dev/null || true
-    grep -v '^[a-zA-Z0-9._~/-]*$' "$log" | tail -40 >&2 || tail -40 "$log" >&2
-    echo "build-controlplane: $label build failed after $((SECONDS - started)) s (log above)" >&2
-    rm -rf "$tmp"
+  TMP="$(mktemp -d "$CACHE/.build-$label.XXXXXX")"
+  out="$TMP/"
+  if [ $# -eq 1 ]; then out="$TMP/${1%%=*}"; fi
+  log="$TMP/build.log"
+  export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=mod"
+
+  echo "build-controlplane: $label: downloading modules (cold: a few hundred MB from the Go proxy)"
+  step=$SECONDS
+  heartbeat "$label modules" "" "" &
+  BEAT=$!
+  if ! (cd "$moddir" && go mod download) >"$log" 2>&1; then
+    # Names the module the proxy could not serve.
+    tail -20 "$log" >&2
+    echo "build-controlplane: $label: module download failed (log above)" >&2
     exit 1
   fi
-  kill "$beat" 2>/dev/null || true
+  kill "$BEAT" 2>/dev/null || true
+  total=$(cd "$moddir" && go list -deps "${packages[@]}" | wc -l)
+  echo "build-controlplane: $label: modules ready in $((SECONDS - step)) s; compiling $total packages"
+
+  step=$SECONDS
+  heartbeat "$label" "$log" "$total" &
+  BEAT=$!
+  # -v lists each package as it is compiled (counted by the heartbeat); errors go to the same log.
+  if ! (cd "$moddir" && go build -v -trimpath -ldflags "$ldflags" -o "$out" "${packages[@]}") \
+    >"$log" 2>&1; then
+    grep -v '^[a-zA-Z0-9._~/-]*$' "$log" | tail -40 >&2 || tail -40 "$log" >&2
+    echo "build-controlplane: $label build failed after $((SECONDS - started)) s (log above)" >&2
+    exit 1
+  fi
+  kill "$BEAT" 2>/dev/null || true
+  BEAT=
   mkdir -p "$final"
   for target in "$@"; do
     # rename(2) within one filesystem: the final name appears only once the binary is whole.
-    mv -f "$tmp/${target%%=*}" "$final/${target%%=*}"
+    mv -f "$TMP/${target%%=*}" "$final/${target%%=*}"
   done
-  rm -rf "$tmp"
-  echo "build-controlplane: $label built in $((SECONDS - started)) s"
+  rm -rf "$TMP"
+  TMP=
+  echo "build-controlplane: $label built in $((SECONDS - started)) s (compile $((SECONDS - step)) s)"
 }
 
 if binary_ok "$KUBE_DIR/kube-apiserver" "$KUBE_VERSION" &&
