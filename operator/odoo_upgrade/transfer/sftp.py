@@ -36,6 +36,8 @@ MAX_PACKET_SIZE = 64 * 1024
 BLOCK = 1024 * 1024
 # One SFTP write/read request; 32 KiB is what every server accepts (OpenSSH's default too).
 REQUEST_SIZE = 32 * 1024
+# Bytes of an SFTP write message around its data (length, type, id, handle, offset).
+WRITE_OVERHEAD = 64
 PREFETCH_REQUESTS = 64
 IO_TIMEOUT = 60.0
 BACKOFF = RetryPolicy(attempts=1_000, base_delay=0.5, max_delay=8.0)
@@ -214,6 +216,10 @@ def _append(
     progress: ProgressCallback | None,
 ) -> None:
     # "a" is what `put -a` sends (write, create, append): never truncates what is there.
+    channel = sftp.get_channel()
+    assert channel is not None
+    # A write that fits one SSH packet of the server's size is not split in two.
+    write_size = max(4096, min(REQUEST_SIZE, channel.out_max_packet_size - WRITE_OVERHEAD))
     with sftp.open(name, "a", bufsize=0) as remote, open(source, "rb") as local:
         remote.set_pipelined(True)
         remote.seek(offset)
@@ -222,8 +228,8 @@ def _append(
             block = local.read(min(BLOCK, size - offset))
             if not block:
                 raise SizeMismatch(f"upload: {source} shrank while being sent")
-            for start in range(0, len(block), REQUEST_SIZE):
-                remote.write(block[start : start + REQUEST_SIZE])
+            for start in range(0, len(block), write_size):
+                remote.write(block[start : start + write_size])
             local_hash.update(block)
             offset += len(block)
             if progress:

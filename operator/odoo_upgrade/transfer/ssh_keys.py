@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from odoo_upgrade.transfer.errors import HostKeyMismatch, TransferError, TransferUnavailable
 
 CONNECT_TIMEOUT = 15.0
+FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr")
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,10 @@ def start_transport(
     except OSError as exc:
         raise TransferUnavailable(f"SFTP server {hostname}:{port} unreachable ({exc})") from None
     transport = paramiko.Transport(sock, **options)  # type: ignore[arg-type]
+    security = transport.get_security_options()
+    # AES-GCM first: one AEAD pass per packet instead of cipher plus HMAC (faster in paramiko).
+    preferred = [c for c in FAST_CIPHERS if c in security.ciphers]
+    security.ciphers = (*preferred, *(c for c in security.ciphers if c not in preferred))
     if key_type:
         # Ask for the pinned key's type, so a server with several keys shows the pinned one.
         with contextlib.suppress(ValueError):
