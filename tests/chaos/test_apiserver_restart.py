@@ -1,0 +1,65 @@
+"""kube-apiserver restarted (etcd kept) while upgrades are in flight: the operator's watches and
+status patches, the Job controller and the movers' pods all lose the API for a while, and
+every upgrade still ends Succeeded with one `create` and the platform's bytes on its volume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.chaos.conftest import ChaosCluster, chaos_full
+from tests.chaos.invariants import Delivery, assert_nothing_lost
+from tests.chaos.ledger import RunLedger
+from tests.support.emulator import RunningEmulator
+from tests.support.operator import RunningOperator
+from tests.support.scenario import Namespace, phase_of, wait_all
+
+pytestmark = pytest.mark.e2e
+pytest_plugins = ["tests.support.operator_fixtures"]
+
+DUMP_BYTES = 512 * 1024
+DOWNTIME_SECONDS = 4.0
+
+
+def test_upgrades_survive_an_apiserver_restart(
+    cluster: ChaosCluster,
+    live_operator: RunningOperator,
+    namespaces: Callable[[], Namespace],
+    start_emulator: Callable[..., RunningEmulator],
+    ledger: RunLedger,
+) -> None:
+    count = 6 if chaos_full() else 3
+    emulator = start_emulator(latency=0.3, drop_after_bytes=DUMP_BYTES // 2, process_seconds=4)
+    ns = namespaces()
+    ns.prepare()
+    deliveries = []
+    for index in range(count):
+        ns.put_dump(f"dumps/db-{index}.dump", size=DUMP_BYTES)
+        upgrade = ns.apply_upgrade(
+            f"api-{index}",
+            platform_url=emulator.url,
+            source_path=f"dumps/db-{index}.dump",
+            destination_path=f"upgraded/db-{index}.dump",
+            transport="sftp" if index % 2 else "https",
+        )
+        deliveries.append(Delivery(upgrade, ns.volume(), f"upgraded/db-{index}.dump"))
+    ledger.resources(count)
+
+    # Strike while the first resource moves bytes; in the full run once more while processing.
+    strike_phases = ["Uploading", "Processing"] if chaos_full() else ["Uploading"]
+    first = deliveries[0].upgrade
+    for phase in strike_phases:
+        first.wait_until(
+            lambda obj, phase=phase: phase_of(obj) in (phase, "Succeeded", "Failed"),
+            f"phase {phase} to restart kube-apiserver",
+            timeout=180,
+            interval=0.2,
+        )
+        cluster.restart_apiserver(downtime=DOWNTIME_SECONDS)
+        ledger.fault(f"kube-apiserver SIGKILLed while {phase}, restarted (etcd kept)")
+
+    wait_all([d.upgrade for d in deliveries], "Succeeded", "Failed", timeout=300)
+    compared = assert_nothing_lost(emulator, deliveries)
+    ledger.verified(count, compared)
