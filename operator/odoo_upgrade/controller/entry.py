@@ -60,13 +60,15 @@ def operator_command(
     """Run the Kubernetes operator for OdooUpgrade resources."""
     if bool(namespaces) == all_namespaces:
         raise click.UsageError("give either --namespace (one or more) or --all-namespaces")
+    # The operator owns logging: one handler (kopf's), not also the CLI's default one.
+    logging.getLogger().handlers.clear()
     kopf.configure(
         verbose=verbose,
         log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.PLAIN,
     )
     # After kopf.configure: the filter goes on the handlers it installed.
     install_log_redaction()
-    for noisy in ("aiohttp.access", "kubernetes_asyncio"):
+    for noisy in ("aiohttp.access", "kubernetes_asyncio", "httpx", "httpcore", "paramiko"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     metrics.serve(metrics_port)
 
