@@ -40,7 +40,7 @@ from odoo_upgrade.controller.jobs import (
 from odoo_upgrade.controller.kube import AlreadyExists, KubeApi, NotFound, decode_secret
 from odoo_upgrade.controller.spec import SpecError, UpgradeSpec, parse_spec
 from odoo_upgrade.platform import Failure, PlatformError, PlatformFailure, UpgradeRequest
-from odoo_upgrade.platform.client import PlatformClient
+from odoo_upgrade.platform.client import PlatformClient, platform_surely_did_not_act
 from odoo_upgrade.redact import redact, register_secret
 
 logger = logging.getLogger(__name__)
@@ -431,6 +431,19 @@ async def create_request(upgrade: Upgrade, spec: UpgradeSpec, contract: str) -> 
             + "; ".join(f.describe() for f in failure.failures),
             condition_type=cond.REQUEST_CREATED,
             failures=failure.failures,
+        )
+        return 0
+    except PlatformError as error:
+        if platform_surely_did_not_act(error):
+            raise  # transient and harmless: the caller retries with backoff
+        # The platform may have created (and billed) a request whose id never reached us;
+        # creating again could make a second one. A human decides.
+        await fail(
+            upgrade,
+            "CreateOutcomeUnknown",
+            f"the answer to `create` was lost ({error}); a request may exist on the platform. "
+            "Not creating another one: delete and re-apply the OdooUpgrade to try again",
+            condition_type=cond.REQUEST_CREATED,
         )
         return 0
     register_secret(request.key)

@@ -29,7 +29,7 @@ def remote_size(secret: Mapping[str, str]) -> int | None:
     except (KeyError, ValueError, TransferError):
         return None
     try:
-        transport = start_transport(hostname, port, key_type=check.pinned_type)
+        transport = start_transport(hostname, port, pinned=check.pinned)
     except TransferError:
         return None
     try:
