@@ -555,7 +555,7 @@ async def start_upload(upgrade: Upgrade, spec: UpgradeSpec, secret: dict[str, st
         phase=cond.UPLOADING,
         upload={"transport": spec.transport, "startedAt": cond.now_rfc3339(), "completedAt": None},
         conditions=[(cond.UPLOADED, cond.UNKNOWN, "Uploading", message)],
-        progress="starting",
+        progress=f"uploading ({spec.transport})",
         message=message,
     )
     upgrade.event("Normal", "UploadStarted", message)
