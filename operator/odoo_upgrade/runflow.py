@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -123,6 +124,32 @@ def default_state_file(dump: Path) -> Path:
 
 async def run_upgrade(options: RunOptions, say: Say) -> RunSummary:
     """Drive one request from `create` to the downloaded upgraded dump, resuming if possible."""
+    with exclusive_run(options.dump):
+        return await _run_locked(options, say)
+
+
+@contextlib.contextmanager
+def exclusive_run(dump: Path) -> Iterator[None]:
+    """One `run` per dump at a time: two at once would both see no state file and create.
+
+    An advisory lock on the dump itself; the kernel drops it when the process dies.
+    """
+    try:
+        handle = dump.open("rb")
+    except OSError:
+        yield  # no dump: check_first_run or the upload reports it
+        return
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunRefused(
+                f"another odoo-upgrade run is working on {dump}; wait for it to finish"
+            ) from None
+        yield
+
+
+async def _run_locked(options: RunOptions, say: Say) -> RunSummary:
     started = time.monotonic()
     state = load_state(options.state_file)
     if state is None:

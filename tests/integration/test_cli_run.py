@@ -303,3 +303,47 @@ def test_state_file_of_another_target_is_refused(
     assert result.returncode == 2
     assert "state file" in result.stderr and "target '18.0'" in result.stderr
     assert len(emulator.calls("create")) == 1
+
+
+def test_verbose_logs_never_show_the_key_or_contract(
+    emulator: RunningEmulator, dump: Path, contract_file: Path
+) -> None:
+    args = run_args(dump, contract_file, "--transport", "https")
+    result = run_cli([*args[:1], "--verbose", *args[1:]], cli_env(emulator))
+    assert result.returncode == 0, result.stderr
+    assert "HTTP Request: POST" in result.stderr  # the logs do show each call...
+    assert "key=***" in result.stderr  # ...with the key masked
+    key = state_of(dump)["key"]
+    for secret in (key, emulator.contract):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_auto_transport_picks_sftp_above_the_threshold(
+    emulator: RunningEmulator, dump: Path, contract_file: Path
+) -> None:
+    result = run_cli(
+        run_args(dump, contract_file, "--sftp-threshold", "100KiB", "--json"), cli_env(emulator)
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["transport"] == "sftp"
+    assert emulator.calls("upload") == []
+
+
+def test_a_second_run_on_the_same_dump_at_once_is_refused(
+    make_emulator: Callable[..., RunningEmulator], tmp_path: Path
+) -> None:
+    emulator = make_emulator(process_seconds=3)
+    dump = write_sample_dump(tmp_path / "acme.dump", "pgdmp", size=64 * 1024)
+    contract_file = tmp_path / "contract"
+    contract_file.write_text(emulator.contract)
+    first = start_run(run_args(dump, contract_file), cli_env(emulator))
+    try:
+        wait_for_step(dump, {"processing"}, first)
+        second = run_cli(run_args(dump, contract_file), cli_env(emulator))
+        assert second.returncode == 2
+        assert "another odoo-upgrade run is working on" in second.stderr
+        first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert first.returncode == 0
+    assert len(emulator.calls("create")) == 1
