@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from odoo_upgrade.platform import PlatformClient, RetryPolicy, SftpAccess
@@ -24,6 +25,7 @@ from odoo_upgrade.transfer import (
     upload_sftp,
 )
 from odoo_upgrade.transfer.part_file import part_path
+from odoo_upgrade.transfer.ssh_keys import key_line
 from tests.support.emulator import RunningEmulator, write_sample_dump
 
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
@@ -118,6 +120,21 @@ async def test_pinned_host_key_mismatch_is_refused_before_login(
     assert "PRIVATE" not in text
     original = emulator.original_path(int(str(request["id"])))
     assert not original.exists() or original.stat().st_size == 0
+
+
+async def test_pinned_key_of_a_type_the_server_lacks_is_refused(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    request = emulator.create_request()
+    pair = generate_ssh_keypair()
+    access = await sftp_access(emulator, request, pair)
+    dump = write_sample_dump(tmp_path / "db.dump", size=16 * 1024)
+    ecdsa = key_line(paramiko.ECDSAKey.generate())
+    with pytest.raises(HostKeyMismatch, match="no ecdsa-sha2-nistp256 host key") as caught:
+        await asyncio.to_thread(
+            upload_sftp, access, pair.private_pem, dump, host_key=HostKeyCheck(pinned=ecdsa)
+        )
+    assert not caught.value.transient
 
 
 async def test_trust_on_first_use_records_the_servers_key(

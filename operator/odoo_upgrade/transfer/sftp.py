@@ -55,7 +55,7 @@ class _Session:
         transport = start_transport(
             access.hostname,
             access.port,
-            key_type=self.host_key.pinned_type,
+            pinned=self.host_key.pinned,
             default_window_size=WINDOW_SIZE,
             default_max_packet_size=MAX_PACKET_SIZE,
         )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paramiko.ssh_exception import IncompatiblePeer
 
 from odoo_upgrade.transfer.errors import HostKeyMismatch, TransferError, TransferUnavailable
 
@@ -95,10 +96,6 @@ class HostKeyCheck:
         if self.pinned is not None:
             _split_line(self.pinned)
 
-    @property
-    def pinned_type(self) -> str | None:
-        return _split_line(self.pinned)[0] if self.pinned else None
-
     def verify(self, host: str, port: int, key: paramiko.PKey) -> HostKeyCheck:
         """Accept or refuse the server's `key`; return the check to use when reconnecting."""
         seen = key_line(key)
@@ -112,9 +109,14 @@ class HostKeyCheck:
 
 
 def start_transport(
-    hostname: str, port: int, *, key_type: str | None = None, **options: int
+    hostname: str, port: int, *, pinned: str | None = None, **options: int
 ) -> paramiko.Transport:
-    """Connect and run the SSH handshake (no authentication yet)."""
+    """Connect and run the SSH handshake (no authentication yet).
+
+    With a `pinned` key line, only that key type is asked for; a server without one is
+    refused like a mismatching key.
+    """
+    key_type = _split_line(pinned)[0] if pinned else None
     try:
         sock = socket.create_connection((hostname, port), timeout=CONNECT_TIMEOUT)
     except OSError as exc:
@@ -130,6 +132,13 @@ def start_transport(
             transport.get_security_options().key_types = (key_type,)
     try:
         transport.start_client(timeout=CONNECT_TIMEOUT)
+    except IncompatiblePeer as exc:
+        transport.close()
+        if pinned and "host key" in str(exc):
+            raise HostKeyMismatch(
+                hostname, port, fingerprint(pinned), f"no {key_type} host key offered"
+            ) from None
+        raise TransferUnavailable(f"SSH handshake with {hostname}:{port} failed ({exc})") from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
         transport.close()
         raise TransferUnavailable(f"SSH handshake with {hostname}:{port} failed ({exc})") from None
