@@ -181,3 +181,30 @@ def test_chart_with_toggles_passes_a_server_side_dry_run(
             )
     finally:
         cluster.kubectl("delete", "namespace", second, "--wait=false", check=False)
+
+
+def test_helm_install_dry_run_prints_notes_for_the_watched_namespaces(
+    cluster: LocalCluster, helm: Path, namespace: str
+) -> None:
+    done = subprocess.run(
+        [
+            str(helm),
+            "install",
+            "notes-check",
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--dry-run=server",
+            "--set",
+            f"watchNamespaces={{{namespace}}}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**cluster.env, "HELM_CACHE_HOME": str(cluster.state_dir / "helm-cache")},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert f"installed in namespace {namespace}, watching: {namespace}." in notes
+    assert "deployment/notes-check-odoo-upgrade-operator" in notes
