@@ -220,12 +220,16 @@ def request_key(key_file: Path | None) -> str:
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (secrets redacted).")
 @click.version_option(__version__, prog_name="odoo-upgrade")
-def cli(platform_url: str, verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, platform_url: str, verbose: bool) -> None:
     """Upgrade Odoo databases through the Odoo Upgrade Platform.
 
     `odoo-upgrade run` does everything: create the request, upload the dump, process, wait,
     download the upgraded dump. The other commands are single steps for scripts.
     """
+    group = ctx.command
+    if isinstance(group, LazyGroup) and ctx.invoked_subcommand in group.lazy_commands:
+        return  # `operator` and `mover` set up their own logging and signal handling
     configure_logging(verbose)
     stop_on_sigterm()
 
@@ -531,7 +535,11 @@ async def upload_sftp_step(
         url, lambda client: client.request_sftp_access(request_id, key, pair.public_line + "\n")
     )
     # Without --host-key: trust the key the server shows first (and pin it for reconnections).
-    check = HostKeyCheck(pinned=host_key) if host_key else HostKeyCheck(on_first_use=accept_first_host_key)
+    check = (
+        HostKeyCheck(pinned=host_key)
+        if host_key
+        else HostKeyCheck(on_first_use=accept_first_host_key)
+    )
     return await run_in_daemon_thread(
         lambda: upload_sftp(access, pair.private_pem, dump, host_key=check, progress=progress)
     )
