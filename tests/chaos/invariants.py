@@ -81,3 +81,18 @@ def assert_nothing_lost(emulator: RunningEmulator, deliveries: Sequence[Delivery
         leftovers = sorted(p.name for p in directory.iterdir() if p.name not in allowed)
         assert not leftovers, f"files left in {directory}: {leftovers}"
     return compared
+
+
+def emulator_faults(emulator: RunningEmulator) -> dict[str, int]:
+    """What the emulator actually did wrong during a run, from its own records."""
+    calls = emulator.calls()
+    latency = float(emulator.flags.get("latency") or 0)
+    faults = {
+        "platform answered SERVER:ERROR": sum(
+            "SERVER:ERROR" in c.get("reasons", []) for c in calls
+        ),
+        "transfer connection cut mid-way": emulator.log().count("cut after"),
+    }
+    if latency:
+        faults[f"slow platform answer ({latency:g} s)"] = len(calls)
+    return {kind: count for kind, count in faults.items() if count}

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.chaos.conftest import ChaosCluster, chaos_full
-from tests.chaos.invariants import Delivery, assert_nothing_lost
+from tests.chaos.invariants import Delivery, assert_nothing_lost, emulator_faults
 from tests.chaos.ledger import RunLedger
 from tests.support.emulator import RunningEmulator
 from tests.support.operator import RunningOperator
@@ -61,5 +61,7 @@ def test_upgrades_survive_an_apiserver_restart(
         ledger.fault(f"kube-apiserver SIGKILLed while {phase}, restarted (etcd kept)")
 
     wait_all([d.upgrade for d in deliveries], "Succeeded", "Failed", timeout=300)
+    for kind, times in emulator_faults(emulator).items():
+        ledger.fault(kind, times)
     compared = assert_nothing_lost(emulator, deliveries)
     ledger.verified(count, compared)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.chaos.conftest import chaos_full
-from tests.chaos.invariants import Delivery, assert_nothing_lost
+from tests.chaos.invariants import Delivery, assert_nothing_lost, emulator_faults
 from tests.chaos.ledger import RunLedger
 from tests.chaos.movers import kill_movers, mover_pids
 from tests.support.emulator import RunningEmulator
@@ -135,6 +135,8 @@ def test_upgrade_survives_a_kill(
     ledger.fault(f"SIGKILL {point.label}")
 
     upgrade.wait_for_phase("Succeeded", "Failed", timeout=240)
+    for kind, times in emulator_faults(emulator).items():
+        ledger.fault(kind, times)
     compared = assert_nothing_lost(
         emulator, [Delivery(upgrade, ns.volume(), "upgraded/acme-18.dump")]
     )

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.chaos.conftest import chaos_full
-from tests.chaos.invariants import Delivery, assert_nothing_lost
+from tests.chaos.invariants import Delivery, assert_nothing_lost, emulator_faults
 from tests.chaos.ledger import RunLedger
 from tests.support.emulator import RunningEmulator
 from tests.support.operator import RunningOperator
@@ -23,18 +23,6 @@ pytest_plugins = ["tests.support.operator_fixtures"]
 
 DUMP_BYTES = 256 * 1024
 CUT_AFTER_BYTES = 64 * 1024
-
-
-def count_faults(emulator: RunningEmulator) -> dict[str, int]:
-    """What the emulator actually did wrong, from its own records."""
-    calls = emulator.calls()
-    return {
-        "platform answered SERVER:ERROR": sum(
-            "SERVER:ERROR" in c.get("reasons", []) for c in calls
-        ),
-        "transfer connection cut mid-way": emulator.log().count("cut after"),
-        "slow platform answer (latency 0.2 s)": len(calls),
-    }
 
 
 def test_concurrent_upgrades_survive_a_flaky_platform(
@@ -69,7 +57,7 @@ def test_concurrent_upgrades_survive_a_flaky_platform(
 
     wait_all([d.upgrade for d in deliveries], "Succeeded", "Failed", timeout=120 + 20 * count)
 
-    for kind, times in count_faults(emulator).items():
+    for kind, times in emulator_faults(emulator).items():
         ledger.fault(kind, times)
     compared = assert_nothing_lost(emulator, deliveries)
     ledger.verified(count, compared)

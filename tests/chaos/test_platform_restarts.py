@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.chaos.conftest import chaos_full
-from tests.chaos.invariants import Delivery, assert_nothing_lost
+from tests.chaos.invariants import Delivery, assert_nothing_lost, emulator_faults
 from tests.chaos.ledger import RunLedger
 from tests.chaos.movers import mover_pids
 from tests.support.emulator import RunningEmulator
@@ -82,6 +82,8 @@ def test_upgrade_survives_a_platform_crash(
     ledger.fault(f"platform SIGKILLed {point.label}, restarted")
 
     upgrade.wait_for_phase("Succeeded", "Failed", timeout=240)
+    for kind, times in emulator_faults(emulator).items():
+        ledger.fault(kind, times)
     compared = assert_nothing_lost(
         emulator, [Delivery(upgrade, ns.volume(), "upgraded/acme-18.dump")]
     )
