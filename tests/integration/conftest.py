@@ -32,3 +32,11 @@ def make_emulator(tmp_path: Path) -> Iterator[Callable[..., RunningEmulator]]:
     yield make
     for running in started:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
+    """One emulator (process_seconds=0) for a whole test module, for tests that only look at
+    their own requests; saves a process start per test."""
+    with RunningEmulator(tmp_path_factory.mktemp("shared-emulator"), process_seconds=0) as running:
+        yield running

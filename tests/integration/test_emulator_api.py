@@ -53,8 +53,10 @@ def uploaded(emu: RunningEmulator, kind: str = "sql") -> dict[str, Any]:
         ),
     ],
 )
-def test_create_accepts_parameters_in_every_encoding(emulator: RunningEmulator, send: Any) -> None:
-    response = send(emulator.method_url("create"), create_params(emulator))
+def test_create_accepts_parameters_in_every_encoding(
+    shared_emulator: RunningEmulator, send: Any
+) -> None:
+    response = send(shared_emulator.method_url("create"), create_params(shared_emulator))
     answer = response.json()
     assert answer["failures"] == []
     request = answer["request"]
@@ -63,12 +65,14 @@ def test_create_accepts_parameters_in_every_encoding(emulator: RunningEmulator, 
     assert request["filename"] == "db_name.dump"
     assert isinstance(request["id"], int)
     assert request["status_url"] == (
-        f"{emulator.url}/database/eu1/{request['id']}/{request['key']}/status"
+        f"{shared_emulator.url}/database/eu1/{request['id']}/{request['key']}/status"
     )
 
 
-def test_create_answers_target_invalid_with_value_and_expected(emulator: RunningEmulator) -> None:
-    answer = emulator.api("create", **create_params(emulator, target="5.0"))
+def test_create_answers_target_invalid_with_value_and_expected(
+    shared_emulator: RunningEmulator,
+) -> None:
+    answer = shared_emulator.api("create", **create_params(shared_emulator, target="5.0"))
     assert "request" not in answer
     (failure,) = answer["failures"]
     assert failure["reason"] == "TARGET:INVALID"
@@ -77,8 +81,10 @@ def test_create_answers_target_invalid_with_value_and_expected(emulator: Running
     assert "19.0" in failure["expected"]
 
 
-def test_create_answers_contract_not_found_with_code(emulator: RunningEmulator) -> None:
-    answer = emulator.api("create", **create_params(emulator, contract="M123456-abcxyz"))
+def test_create_answers_contract_not_found_with_code(shared_emulator: RunningEmulator) -> None:
+    answer = shared_emulator.api(
+        "create", **create_params(shared_emulator, contract="M123456-abcxyz")
+    )
     assert answer["failures"] == [
         {
             "reason": "CONTRACT:NOT_FOUND",
@@ -89,19 +95,20 @@ def test_create_answers_contract_not_found_with_code(emulator: RunningEmulator) 
 
 
 def test_create_lists_every_failure_at_once_and_creates_nothing(
-    emulator: RunningEmulator,
+    shared_emulator: RunningEmulator,
 ) -> None:
-    answer = emulator.api(
-        "create", **create_params(emulator, target="5.0", contract="M123456-abcxyz")
+    before = sorted((shared_emulator.data_dir / "requests").iterdir())
+    answer = shared_emulator.api(
+        "create", **create_params(shared_emulator, target="5.0", contract="M123456-abcxyz")
     )
     assert [f["reason"] for f in answer["failures"]] == ["TARGET:INVALID", "CONTRACT:NOT_FOUND"]
-    assert not (emulator.data_dir / "requests").exists() or not any(
-        (emulator.data_dir / "requests").iterdir()
+    assert sorted((shared_emulator.data_dir / "requests").iterdir()) == before
+
+
+def test_create_names_missing_and_invalid_parameters(shared_emulator: RunningEmulator) -> None:
+    answer = shared_emulator.api(
+        "create", contract=shared_emulator.contract, target="18.0", aim="staging"
     )
-
-
-def test_create_names_missing_and_invalid_parameters(emulator: RunningEmulator) -> None:
-    answer = emulator.api("create", contract=emulator.contract, target="18.0", aim="staging")
     reasons = {(f["reason"], f.get("value")) for f in answer["failures"]}
     assert ("PARAM:MISSING", "email") in reasons
     assert ("PARAM:MISSING", "filename") in reasons
@@ -122,28 +129,30 @@ def test_targets_and_contracts_follow_the_flags(make_emulator: Any) -> None:
 
 @pytest.mark.parametrize("method", ["status", "process", "skip_test", "upload"])
 def test_wrong_key_and_unknown_id_are_refused_identically(
-    emulator: RunningEmulator, method: str
+    shared_emulator: RunningEmulator, method: str
 ) -> None:
-    request = created(emulator)
-    wrong_key = emulator.api(method, http_method="POST", request=request["id"], key="x" * 24)
-    unknown_id = emulator.api(method, http_method="POST", request=999999, key=request["key"])
+    request = created(shared_emulator)
+    wrong_key = shared_emulator.api(method, http_method="POST", request=request["id"], key="x" * 24)
+    unknown_id = shared_emulator.api(method, http_method="POST", request=999999, key=request["key"])
     assert wrong_key == unknown_id
     assert wrong_key["failures"][0]["reason"] == "REQUEST:NOT_FOUND"
     assert "request" not in wrong_key
     assert request["key"] not in str(wrong_key)
 
 
-def test_key_bearing_urls_refuse_a_wrong_key_like_an_unknown_id(emulator: RunningEmulator) -> None:
-    request = created(emulator)
-    wrong_key = httpx.get(f"{emulator.url}/database/eu1/{request['id']}/{'x' * 24}/status")
-    unknown_id = httpx.get(f"{emulator.url}/database/eu1/99999/{request['key']}/status")
+def test_key_bearing_urls_refuse_a_wrong_key_like_an_unknown_id(
+    shared_emulator: RunningEmulator,
+) -> None:
+    request = created(shared_emulator)
+    wrong_key = httpx.get(f"{shared_emulator.url}/database/eu1/{request['id']}/{'x' * 24}/status")
+    unknown_id = httpx.get(f"{shared_emulator.url}/database/eu1/99999/{request['key']}/status")
     assert wrong_key.status_code == unknown_id.status_code == 404
     assert wrong_key.json() == unknown_id.json()
 
 
-def test_status_reports_the_upload(emulator: RunningEmulator) -> None:
-    request = uploaded(emulator, "sql")
-    status = emulator.api("status", request=request["id"], key=request["key"])["request"]
+def test_status_reports_the_upload(shared_emulator: RunningEmulator) -> None:
+    request = uploaded(shared_emulator, "sql")
+    status = shared_emulator.api("status", request=request["id"], key=request["key"])["request"]
     assert status["state"] == "draft"
     assert status["filesize"] == "8.00 Kb"
     assert status["created_at"][4] == "-" and len(status["created_at"]) == 19
@@ -158,26 +167,26 @@ def test_status_reports_the_upload(emulator: RunningEmulator) -> None:
     ],
 )
 def test_upload_stores_the_raw_body_whatever_its_content_type(
-    emulator: RunningEmulator, headers: dict[str, str]
+    shared_emulator: RunningEmulator, headers: dict[str, str]
 ) -> None:
-    request = created(emulator)
+    request = created(shared_emulator)
     # Looks like a form on purpose: it must still be stored byte for byte.
     body = b"key=abc&request=1\n" + sample_dump_bytes("sql", size=4096)
     response = httpx.post(
-        emulator.method_url("upload"),
+        shared_emulator.method_url("upload"),
         params={"request": request["id"], "key": request["key"]},
         content=body,
         headers=headers,
     )
     assert response.json()["failures"] == []
-    assert emulator.original_path(request["id"]).read_bytes() == body
+    assert shared_emulator.original_path(request["id"]).read_bytes() == body
 
 
-def test_process_without_upload_is_refused(emulator: RunningEmulator) -> None:
-    request = created(emulator)
-    answer = emulator.api("process", request=request["id"], key=request["key"])
+def test_process_without_upload_is_refused(shared_emulator: RunningEmulator) -> None:
+    request = created(shared_emulator)
+    answer = shared_emulator.api("process", request=request["id"], key=request["key"])
     assert answer["failures"][0]["reason"] == "FILE:MISSING"
-    status = emulator.api("status", request=request["id"], key=request["key"])["request"]
+    status = shared_emulator.api("status", request=request["id"], key=request["key"])["request"]
     assert status["state"] == "draft"
 
 
@@ -209,26 +218,28 @@ def test_states_pass_through_processing_and_testing(make_emulator: Any) -> None:
     assert "testing" in states
 
 
-def test_process_twice_is_harmless(emulator: RunningEmulator) -> None:
-    request = uploaded(emulator)
-    first = emulator.api("process", request=request["id"], key=request["key"])
-    second = emulator.api("process", request=request["id"], key=request["key"])
+def test_process_twice_is_harmless(shared_emulator: RunningEmulator) -> None:
+    request = uploaded(shared_emulator)
+    first = shared_emulator.api("process", request=request["id"], key=request["key"])
+    second = shared_emulator.api("process", request=request["id"], key=request["key"])
     assert first["failures"] == second["failures"] == []
 
 
-def test_upload_after_process_is_refused(emulator: RunningEmulator) -> None:
-    request = uploaded(emulator)
-    emulator.api("process", request=request["id"], key=request["key"])
-    answer = emulator.upload(request["id"], request["key"], b"-- another dump\n")
+def test_upload_after_process_is_refused(shared_emulator: RunningEmulator) -> None:
+    request = uploaded(shared_emulator)
+    shared_emulator.api("process", request=request["id"], key=request["key"])
+    answer = shared_emulator.upload(request["id"], request["key"], b"-- another dump\n")
     assert answer["failures"][0]["reason"] == "STATE:INVALID"
     assert answer["failures"][0]["expected"] == ["draft"]
 
 
-def test_garbage_upload_ends_invalid_with_a_customer_message(emulator: RunningEmulator) -> None:
-    request = emulator.create_request()
-    emulator.upload(request["id"], request["key"], bytes(range(256)) * 64)
-    emulator.api("process", request=request["id"], key=request["key"])
-    final = emulator.wait_for_state(request["id"], request["key"], "invalid", "done")
+def test_garbage_upload_ends_invalid_with_a_customer_message(
+    shared_emulator: RunningEmulator,
+) -> None:
+    request = shared_emulator.create_request()
+    shared_emulator.upload(request["id"], request["key"], bytes(range(256)) * 64)
+    shared_emulator.api("process", request=request["id"], key=request["key"])
+    final = shared_emulator.wait_for_state(request["id"], request["key"], "invalid", "done")
     assert final["state"] == "invalid"
     assert "not a valid database dump" in final["customer_message"]
 
@@ -243,9 +254,9 @@ def test_garbage_upload_ends_invalid_with_a_customer_message(emulator: RunningEm
     ],
 )
 def test_format_and_versions_are_guessed_from_the_dump(
-    make_emulator: Any, kind: str, compressions: list[str], filestore: bool
+    shared_emulator: RunningEmulator, kind: str, compressions: list[str], filestore: bool
 ) -> None:
-    emu = make_emulator(process_seconds=0)
+    emu = shared_emulator
     request = emu.create_request()
     dump = sample_dump_bytes(kind, size=4096, odoo_version="15.0", pg_version="13.4")
     emu.upload(request["id"], request["key"], dump)
@@ -258,8 +269,8 @@ def test_format_and_versions_are_guessed_from_the_dump(
     assert final["filestore"] is filestore
 
 
-def test_skip_test_delivers_a_done_request(make_emulator: Any) -> None:
-    emu = make_emulator(process_seconds=0)
+def test_skip_test_delivers_a_done_request(shared_emulator: RunningEmulator) -> None:
+    emu = shared_emulator
     request = uploaded(emu)
     emu.api("process", request=request["id"], key=request["key"])
     emu.wait_for_state(request["id"], request["key"], "done")
@@ -268,17 +279,19 @@ def test_skip_test_delivers_a_done_request(make_emulator: Any) -> None:
     assert answer["request"]["state"] == "delivered"
 
 
-def test_skip_test_is_refused_in_draft(emulator: RunningEmulator) -> None:
-    request = created(emulator)
-    answer = emulator.api("skip_test", request=request["id"], key=request["key"])
+def test_skip_test_is_refused_in_draft(shared_emulator: RunningEmulator) -> None:
+    request = created(shared_emulator)
+    answer = shared_emulator.api("skip_test", request=request["id"], key=request["key"])
     assert answer["failures"][0]["reason"] == "STATE:INVALID"
 
 
-def test_request_sftp_access_takes_keys_as_a_multipart_file(emulator: RunningEmulator) -> None:
-    request = created(emulator)
+def test_request_sftp_access_takes_keys_as_a_multipart_file(
+    shared_emulator: RunningEmulator,
+) -> None:
+    request = created(shared_emulator)
     keys = "# ops laptop\n\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3Rrzl0 ops@example\n"
     response = httpx.post(
-        emulator.method_url("request_sftp_access"),
+        shared_emulator.method_url("request_sftp_access"),
         params={"request": request["id"], "key": request["key"]},
         files={"ssh_keys": ("authorized_keys", keys.encode(), "text/plain")},
     )
@@ -286,17 +299,19 @@ def test_request_sftp_access_takes_keys_as_a_multipart_file(emulator: RunningEmu
     assert answer["failures"] == []
     assert answer["request"] == {
         "hostname": "127.0.0.1",
-        "sftp_port": emulator.sftp_port,
+        "sftp_port": shared_emulator.sftp_port,
         "sftp_user": f"user_{request['id']}",
         "shared_file": "db_name.dump",
         "request_id": request["id"],
-        "sample_command": f"sftp -P {emulator.sftp_port} user_{request['id']}@127.0.0.1",
+        "sample_command": f"sftp -P {shared_emulator.sftp_port} user_{request['id']}@127.0.0.1",
     }
 
 
-def test_request_sftp_access_names_the_line_that_is_not_a_key(emulator: RunningEmulator) -> None:
-    request = created(emulator)
-    answer = emulator.api(
+def test_request_sftp_access_names_the_line_that_is_not_a_key(
+    shared_emulator: RunningEmulator,
+) -> None:
+    request = created(shared_emulator)
+    answer = shared_emulator.api(
         "request_sftp_access",
         http_method="POST",
         request=request["id"],
@@ -322,15 +337,14 @@ def test_public_url_is_the_base_of_returned_urls(make_emulator: Any) -> None:
     assert access["hostname"] == "upgrade.example.test"
 
 
-def test_calls_are_logged_without_key_or_contract(emulator: RunningEmulator) -> None:
-    request = uploaded(emulator)
-    emulator.api("status", request=request["id"], key=request["key"])
-    methods = [c["method"] for c in emulator.calls()]
-    assert methods == ["create", "upload", "status"]
-    assert all(c["request"] == request["id"] for c in emulator.calls())
-    recorded = (emulator.data_dir / "calls.jsonl").read_text() + emulator.log()
+def test_calls_are_logged_without_key_or_contract(shared_emulator: RunningEmulator) -> None:
+    request = uploaded(shared_emulator)
+    shared_emulator.api("status", request=request["id"], key=request["key"])
+    mine = [c for c in shared_emulator.calls() if c["request"] == request["id"]]
+    assert [c["method"] for c in mine] == ["create", "upload", "status"]
+    recorded = (shared_emulator.data_dir / "calls.jsonl").read_text() + shared_emulator.log()
     assert request["key"] not in recorded
-    assert emulator.contract not in recorded
+    assert shared_emulator.contract not in recorded
 
 
 def test_requests_survive_a_restart_mid_processing(make_emulator: Any) -> None:

@@ -22,9 +22,8 @@ def done_request(emu: RunningEmulator, dump: bytes, target: str = "18.0") -> dic
 
 
 @pytest.fixture
-def quick(make_emulator: Any) -> RunningEmulator:
-    emu: RunningEmulator = make_emulator(process_seconds=0)
-    return emu
+def quick(shared_emulator: RunningEmulator) -> RunningEmulator:
+    return shared_emulator
 
 
 def test_upgraded_urls_answer_404_until_done(emulator: RunningEmulator) -> None:
