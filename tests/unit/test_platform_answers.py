@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from odoo_upgrade.platform.client import (
+    PlatformClient,
     is_transient,
     parse_answer,
     platform_surely_did_not_act,
@@ -127,3 +128,8 @@ def test_transport_error_text_never_carries_the_key() -> None:
     error = transport_error("upload", httpx.ConnectError(f"cannot reach {url}"))
     assert key not in str(error)
     assert "key=***" in str(error)
+
+
+def test_platform_url_without_scheme_is_refused_naming_the_expected_form() -> None:
+    with pytest.raises(ValueError, match="https://"):
+        PlatformClient("upgrade.odoo.com")

@@ -98,6 +98,16 @@ def platform_surely_did_not_act(exc: BaseException) -> bool:
     return isinstance(exc, PlatformFailure) and exc.transient
 
 
+def checked_base_url(base_url: str) -> str:
+    """The platform base URL without trailing slash; a clear ValueError if it is no URL."""
+    if not base_url.startswith(("https://", "http://")):
+        raise ValueError(
+            "platform URL must start with https:// (or http:// for a local emulator), "
+            f"got {redact(base_url)!r}"
+        )
+    return base_url.rstrip("/")
+
+
 def _request_dict(method: str, data: dict[str, Any]) -> dict[str, Any]:
     request = data.get("request")
     if not isinstance(request, dict):
@@ -115,7 +125,7 @@ class PlatformClient:
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = checked_base_url(base_url)
         self.retry = retry or RetryPolicy()
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
@@ -162,9 +172,14 @@ class PlatformClient:
         if timezone:
             form["timezone"] = timezone
         data = await self._call("create", None, data=form, idempotent=False)
-        request = UpgradeRequest.from_json(_request_dict("create", data))
-        register_secret(request.key)
-        return request
+        answer = _request_dict("create", data)
+        register_secret(str(answer.get("key") or ""))
+        try:
+            return UpgradeRequest.from_json(answer)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlatformProtocolError(
+                f"create: the answer lacks a usable request id or key ({type(exc).__name__})"
+            ) from None
 
     async def request_sftp_access(self, request_id: int, key: str, ssh_keys: str) -> SftpAccess:
         """Open the SFTP server for this request, letting in the given authorized_keys text."""

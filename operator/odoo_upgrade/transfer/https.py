@@ -14,7 +14,12 @@ from typing import BinaryIO
 
 import httpx
 
-from odoo_upgrade.platform.client import is_transient, parse_answer, transport_error
+from odoo_upgrade.platform.client import (
+    checked_base_url,
+    is_transient,
+    parse_answer,
+    transport_error,
+)
 from odoo_upgrade.platform.errors import (
     PlatformError,
     PlatformFailure,
@@ -92,7 +97,7 @@ async def upload_https(
     register_secret(key)
     source = Path(path)
     size = (await asyncio.to_thread(source.stat)).st_size
-    url = f"{base_url.rstrip('/')}/database/v1/upload"
+    url = f"{checked_base_url(base_url)}/database/v1/upload"
     params = {"request": str(request_id), "key": key}
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
 

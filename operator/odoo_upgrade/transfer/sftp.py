@@ -173,6 +173,8 @@ def upload_sftp(
     """
     source = Path(path)
     size = source.stat().st_size
+    with open(source, "rb"):
+        pass  # unreadable source: the local OSError now, not a "server refused" later
     session = _Session(access, load_private_key(private_key_pem), host_key)
     local_hash = _LocalHash(source)
     name = access.shared_file
