@@ -38,9 +38,12 @@ def test_fail_rate_fails_a_fraction_of_calls_reproducibly(make_emulator: Any) ->
     assert {"SERVER:ERROR", "REQUEST:NOT_FOUND"} == set(outcomes[0])
 
 
-def test_latency_flag_still_answers(make_emulator: Any) -> None:
-    emu = make_emulator(latency=0.2)
-    assert emu.create_request()["state"] == "draft"
+def test_latency_delays_answers_past_a_short_client_timeout(make_emulator: Any) -> None:
+    emu = make_emulator(latency=2.0)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(emu.method_url("status"), params={"request": 1, "key": "k"}, timeout=0.1)
+    patient = httpx.get(emu.method_url("status"), params={"request": 1, "key": "k"}, timeout=30)
+    assert patient.json()["failures"][0]["reason"] == "REQUEST:NOT_FOUND"
 
 
 def test_upload_is_cut_once_and_the_partial_body_discarded(make_emulator: Any) -> None:

@@ -22,7 +22,13 @@ from aiohttp import web
 
 from odoo_upgrade.emulator.calls import CallLog
 from odoo_upgrade.emulator.faults import FaultInjector
-from odoo_upgrade.emulator.methods import NOT_FOUND, Answer, ApiRefusal, PlatformApi, failure
+from odoo_upgrade.emulator.methods import (
+    Answer,
+    ApiRefusal,
+    PlatformApi,
+    failure,
+    request_not_found,
+)
 from odoo_upgrade.emulator.store import RequestRecord
 
 log = logging.getLogger(__name__)
@@ -257,7 +263,7 @@ async def key_url(request: web.Request) -> web.StreamResponse:
     try:
         record = api.authenticate(request.match_info["id"], request.match_info["key"])
     except ApiRefusal:
-        return _json(*NOT_FOUND.answer())
+        return _json(*request_not_found().answer())
     what = request.match_info["what"]
     log.info("%s %s request=%s", request.method, what, record.id)
     view = api.store.view(record)

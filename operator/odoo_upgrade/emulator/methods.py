@@ -19,7 +19,7 @@ from odoo_upgrade.emulator.store import RequestRecord, RequestStore
 AIMS = ("test", "production")
 KEY_URL_REGION = "eu1"
 UPLOAD_STATES = ("draft",)
-SFTP_STATES = ("draft", "done")
+SFTP_STATES = ("draft", "done", "delivered")
 SKIP_TEST_STATES = ("testing", "done", "delivered")
 
 Answer = tuple[int, dict[str, Any]]
@@ -41,9 +41,11 @@ class ApiRefusal(Exception):
         return self.status, {"failures": self.failures}
 
 
-NOT_FOUND = ApiRefusal(
-    404, [failure("REQUEST:NOT_FOUND", "No request matches this request id and key")]
-)
+def request_not_found() -> ApiRefusal:
+    """The one answer for an unknown id and a wrong key alike: it reveals neither."""
+    return ApiRefusal(
+        404, [failure("REQUEST:NOT_FOUND", "No request matches this request id and key")]
+    )
 
 
 def format_filesize(size: int | None) -> str | None:
@@ -133,7 +135,7 @@ class PlatformApi:
         # Compare even when the id is unknown, so that timing does not tell the two apart.
         expected = record.key if record is not None else "-" * len(key)
         if not hmac.compare_digest(expected.encode(), key.encode()) or record is None:
-            raise NOT_FOUND
+            raise request_not_found()
         return record
 
     def key_url(self, record: RequestRecord, path: str) -> str:

@@ -228,7 +228,9 @@ class RequestStore:
                 self._building.discard(request_id)
 
     def resume_builds(self) -> None:
-        """After a restart: restart the builds that were cut short."""
+        """After a restart: drop half-received HTTPS uploads, restart cut-short builds."""
+        for leftover in self.root.glob("*/.original.*.part"):
+            leftover.unlink(missing_ok=True)
         for request_id in self.ids():
             record = self.get(request_id)
             if record is not None and record.process_started_at is not None:
