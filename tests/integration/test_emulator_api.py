@@ -359,3 +359,47 @@ def test_requests_survive_a_restart_mid_processing(make_emulator: Any) -> None:
     assert final["compressions"] == ["pgdmp_custom"]
     # A new request after the restart gets a new id.
     assert emu.create_request()["id"] == request["id"] + 1
+
+
+@pytest.mark.parametrize(
+    "send",
+    [
+        pytest.param(lambda url, p: httpx.get(url, params=p), id="GET query string"),
+        pytest.param(lambda url, p: httpx.post(url, data=p), id="POST urlencoded"),
+        pytest.param(
+            lambda url, p: httpx.post(url, files={k: (None, str(v)) for k, v in p.items()}),
+            id="POST multipart",
+        ),
+        pytest.param(
+            lambda url, p: httpx.post(
+                url, params={"request": p["request"]}, data={"key": p["key"]}
+            ),
+            id="POST query string and body mixed",
+        ),
+    ],
+)
+@pytest.mark.parametrize("method", ["status", "process", "skip_test"])
+def test_request_methods_accept_parameters_in_every_encoding(
+    shared_emulator: RunningEmulator, send: Any, method: str
+) -> None:
+    request = uploaded(shared_emulator)
+    if method == "skip_test":
+        shared_emulator.api("process", request=request["id"], key=request["key"])
+        shared_emulator.wait_for_state(request["id"], request["key"], "done")
+    answer = send(
+        shared_emulator.method_url(method), {"request": request["id"], "key": request["key"]}
+    ).json()
+    assert answer["failures"] == []
+    assert answer["request"]["id"] == request["id"]
+
+
+def test_requests_survive_a_crash_mid_processing(make_emulator: Any) -> None:
+    emu = make_emulator(process_seconds=2)
+    request = uploaded(emu, "zip")
+    emu.api("process", request=request["id"], key=request["key"])
+    emu.kill()
+    emu.start()
+    final = emu.wait_for_state(request["id"], request["key"], "done")
+    assert final["state"] == "done"
+    assert final["compressions"] == ["zip", "sql"]
+    assert httpx.get(final["upgraded_dump_url"]).content == emu.upgraded_bytes(request["id"])
