@@ -32,11 +32,13 @@ LABEL org.opencontainers.image.title="odoo-upgrade-operator" \
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp
 # --no-index: nothing but the wheels of stage 1 gets in; the bind mount keeps them out of layers.
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     pip install --no-index --find-links /wheels odoo-upgrade-operator
-# Numeric, so the kubelet can check runAsNonRoot without resolving a name.
+# Numeric, so the kubelet can check runAsNonRoot without resolving a name. The user has no
+# passwd entry and the root filesystem is read-only: HOME is /tmp (an emptyDir in the pods).
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["odoo-upgrade"]

