@@ -84,8 +84,12 @@ def ignored(path: str) -> bool:
     ]
     parts = path.split("/")
     for pattern in patterns:
-        bare = pattern.removeprefix("**/")
-        if fnmatch.fnmatch(path, pattern) or any(fnmatch.fnmatch(p, bare) for p in parts):
+        if pattern.startswith("**/"):
+            # Any depth: one path component matches.
+            if any(fnmatch.fnmatch(part, pattern[3:]) for part in parts):
+                return True
+        # Anchored at the context root: the path or one of its leading directories matches.
+        elif any(fnmatch.fnmatch("/".join(parts[:n]), pattern) for n in range(1, len(parts) + 1)):
             return True
     return False
 
