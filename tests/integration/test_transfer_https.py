@@ -143,6 +143,20 @@ async def test_download_rerun_asks_only_for_the_missing_range(
     assert result.sha256 == sha256(dest.read_bytes())  # the hash covers the resumed prefix
 
 
+async def test_download_rerun_after_a_crash_before_rename_publishes_the_complete_part(
+    make_emulator: Callable[..., RunningEmulator], tmp_path: Path
+) -> None:
+    emulator = make_emulator(process_seconds=0)
+    request = await upgraded_request(emulator, tmp_path)
+    size = len(emulator.upgraded_bytes(int(request["id"])))
+    dest = tmp_path / "upgraded.zip"
+    # Whole, but marked: the server answers 416 to the range past its end, nothing is fetched.
+    part_path(dest).write_bytes(b"Z" * size)
+    result = await download_https(str(request["upgraded_dump_url"]), dest, retry=FAST)
+    assert dest.read_bytes() == b"Z" * size
+    assert (result.bytes, result.sha256) == (size, sha256(b"Z" * size))
+
+
 async def test_download_restarts_cleanly_when_the_part_is_longer_than_the_file(
     make_emulator: Callable[..., RunningEmulator], tmp_path: Path
 ) -> None:

@@ -212,6 +212,27 @@ async def test_download_resumes_after_a_cut_and_matches_the_upgraded_file(
     assert not part_path(dest).exists()
 
 
+async def test_download_rerun_continues_the_part_left_by_a_crash(
+    make_emulator: Callable[..., RunningEmulator], tmp_path: Path
+) -> None:
+    emulator = make_emulator(process_seconds=0)
+    request, access, pair = await done_request_with_sftp(emulator, tmp_path)
+    expected = emulator.upgraded_bytes(int(str(request["id"])))
+    dest = tmp_path / "upgraded.zip"
+    # A marked prefix shows that the part was continued, not fetched again from byte 0.
+    part_path(dest).write_bytes(b"Z" * 1000)
+    result = await asyncio.to_thread(
+        download_sftp,
+        access,
+        pair.private_pem,
+        f"upgraded_{access.shared_file}",
+        dest,
+        host_key=HostKeyCheck(pinned=emulator.host_key_line()),
+    )
+    assert dest.read_bytes() == b"Z" * 1000 + expected[1000:]
+    assert result.sha256 == sha256(dest.read_bytes())
+
+
 async def test_download_never_overwrites_an_existing_destination(
     make_emulator: Callable[..., RunningEmulator], tmp_path: Path
 ) -> None:
