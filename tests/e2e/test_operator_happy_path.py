@@ -1,65 +1,169 @@
 """An OdooUpgrade goes through every phase to Succeeded and leaves the platform's upgraded dump,
-byte for byte, on the destination volume — over HTTPS and over SFTP."""
+byte for byte, on the destination volume — over HTTPS and over SFTP — and the request key never
+leaves its Secret.
+
+One upgrade per transport runs side by side (module fixture); each test reads what they left.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.emulator import RunningEmulator
+from tests.support.operator import RunningOperator
 from tests.support.scenario import (
     CONDITION_ORDER,
+    DEFAULT_PROCESS_SECONDS,
+    RESOURCE,
+    SAMPLE_CONTRACT,
+    Kube,
     Namespace,
+    Upgrade,
     assert_delivered,
     condition,
     describe,
     phase_of,
     sha256_hex,
+    wait_all,
 )
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.support.operator_fixtures"]
 
+TRANSPORTS = ("https", "sftp")
 
-@pytest.mark.parametrize("transport", ["https", "sftp"])
-def test_upgrade_delivers_the_platforms_upgraded_dump(
-    transport: str,
-    namespaces: Callable[[], Namespace],
-    start_emulator: Callable[..., RunningEmulator],
-) -> None:
-    emulator = start_emulator()
-    ns = namespaces()
-    ns.prepare()
-    source = ns.put_dump("dumps/acme.dump")
-    upgrade = ns.apply_upgrade(
-        "acme-to-18",
-        platform_url=emulator.url,
-        source_path="dumps/acme.dump",
-        destination_path="upgraded/acme-18.dump",
-        transport=transport,
+
+@dataclass
+class Delivery:
+    """One upgrade of the module's scenario: what went in, and the resource at the end."""
+
+    upgrade: Upgrade
+    source: bytes
+    obj: dict[str, Any]
+
+
+@dataclass
+class Scenario:
+    ns: Namespace
+    emulator: RunningEmulator
+    deliveries: dict[str, Delivery]  # by transport
+
+
+@pytest.fixture(scope="module")
+def scenario(
+    cluster: Any,
+    kube: Kube,
+    operator: RunningOperator,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Scenario]:
+    emulator = RunningEmulator(
+        data_dir=tmp_path_factory.mktemp("emulator"), process_seconds=DEFAULT_PROCESS_SECONDS
     )
+    ns = Namespace.create(kube, cluster.volume_dir, diagnostics=operator.log_tail)
+    try:
+        ns.prepare()
+        started = {}
+        for transport in TRANSPORTS:
+            source = ns.put_dump(f"dumps/{transport}.dump")
+            upgrade = ns.apply_upgrade(
+                f"acme-{transport}",
+                platform_url=emulator.url,
+                source_path=f"dumps/{transport}.dump",
+                destination_path=f"upgraded/{transport}.dump",
+                transport=transport,
+            )
+            started[transport] = (upgrade, source)
+        objects = wait_all([u for u, _ in started.values()], "Succeeded", "Failed")
+        deliveries = {
+            transport: Delivery(upgrade, source, obj)
+            for (transport, (upgrade, source)), obj in zip(started.items(), objects, strict=True)
+        }
+        yield Scenario(ns, emulator, deliveries)
+    finally:
+        emulator.stop()
+        ns.delete()
 
-    obj = upgrade.wait_for_phase("Succeeded", "Failed")
+
+def creates_for(emulator: RunningEmulator, request_id: int) -> int:
+    return sum(1 for call in emulator.calls("create") if call["request"] == request_id)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_upgrade_delivers_the_platforms_upgraded_dump(transport: str, scenario: Scenario) -> None:
+    delivery = scenario.deliveries[transport]
+    obj, emulator = delivery.obj, scenario.emulator
 
     assert phase_of(obj) == "Succeeded", describe(obj)
     for type_ in CONDITION_ORDER:
         found = condition(obj, type_)
         assert found is not None and found["status"] == "True", f"{type_}: {describe(obj)}"
-    assert upgrade.phases_in_flow_order(), upgrade.phases_seen
+    assert delivery.upgrade.phases_in_flow_order(), delivery.upgrade.phases_seen
     status = obj["status"]
     request_id = int(status["requestId"])
-    assert_delivered(obj, ns.volume(), "upgraded/acme-18.dump", emulator.upgraded_bytes(request_id))
+    assert_delivered(
+        obj,
+        scenario.ns.volume(),
+        f"upgraded/{transport}.dump",
+        emulator.upgraded_bytes(request_id),
+    )
     # What was uploaded is the source dump, by the transport asked for.
-    assert emulator.original_path(request_id).read_bytes() == source
-    assert status["upload"]["sha256"] == sha256_hex(source)
-    assert status["upload"]["bytesDone"] == len(source)
+    assert emulator.original_path(request_id).read_bytes() == delivery.source
+    assert status["upload"]["sha256"] == sha256_hex(delivery.source)
+    assert status["upload"]["bytesDone"] == len(delivery.source)
     assert status["upload"]["transport"] == transport
     assert status["platform"]["state"] == "done"
-    assert len(emulator.calls("create")) == 1
-    assert len(emulator.calls("process")) == 1
+    assert creates_for(emulator, request_id) == 1
+    assert [c["request"] for c in emulator.calls("process")].count(request_id) == 1
+    uploads = [c for c in emulator.calls("upload") if c["request"] == request_id]
     if transport == "sftp":
-        assert emulator.calls("request_sftp_access")
-        assert not emulator.calls("upload")
+        assert not uploads, "an SFTP upgrade uploaded over HTTPS"
     else:
-        assert emulator.calls("upload")
+        assert uploads
+    # Both upgrades together made exactly two requests: no hidden retry of `create`.
+    assert len(emulator.calls("create")) == len(TRANSPORTS)
+
+
+def pod_logs(cluster: Any, namespace: str) -> dict[str, str]:
+    """The mover pods' logs the test pod runner keeps (`<logs>/pods/<ns>_<pod>.log`)."""
+    root = Path(cluster.logs_dir) / "pods"
+    return {str(p): p.read_text(errors="replace") for p in sorted(root.glob(f"{namespace}_*"))}
+
+
+def private_key_body(pem: str) -> list[str]:
+    """The base64 lines of a PEM private key (a leak shows even without the armour lines)."""
+    return [line for line in pem.splitlines() if line and not line.startswith("-----")]
+
+
+def test_request_key_and_contract_never_leave_their_secrets(
+    cluster: Any, kube: Kube, operator: RunningOperator, scenario: Scenario
+) -> None:
+    ns = scenario.ns
+    secrets: dict[str, str] = {"contract": SAMPLE_CONTRACT}
+    for transport, delivery in scenario.deliveries.items():
+        data = delivery.upgrade.request_secret()
+        secrets[f"{transport} request key"] = data["key"]
+        for number, line in enumerate(private_key_body(data.get("ssh-privatekey", ""))):
+            secrets[f"{transport} ssh private key line {number}"] = line
+    assert all(len(value) >= 8 for value in secrets.values()), "secrets too short to search"
+
+    logs = pod_logs(cluster, ns.name)
+    assert logs, "no mover pod log of this run to search"
+    places = {
+        "resources": kube.run("get", RESOURCE, "-n", ns.name, "-o", "yaml"),
+        "events": kube.run("get", "events", "-n", ns.name, "-o", "yaml"),
+        "operator log": operator.logs(),
+        "operator metrics": operator.metrics(),
+        **{f"pod log {path}": text for path, text in logs.items()},
+    }
+    leaks = [
+        f"{secret} in {place}"
+        for place, text in places.items()
+        for secret, value in secrets.items()
+        if value in text
+    ]
+    assert leaks == []

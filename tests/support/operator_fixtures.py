@@ -15,11 +15,9 @@ import pytest
 
 from tests.support.emulator import RunningEmulator
 from tests.support.operator import RunningOperator
-from tests.support.scenario import REPO_ROOT, Kube, Namespace
+from tests.support.scenario import DEFAULT_PROCESS_SECONDS, REPO_ROOT, Kube, Namespace
 
 CRD = REPO_ROOT / "crds" / "odooupgrades.upgrade.odoo-operator.io.yaml"
-# Fast enough for tests, slow enough that every platform state is seen by a 1 s poll.
-DEFAULT_PROCESS_SECONDS = 2.0
 
 
 def install_crd(kube: Kube) -> None:

@@ -28,6 +28,8 @@ SAMPLE_CONTRACT = "M123456-abcdef"  # the contract the emulator accepts by defau
 PHASE_ORDER = ("Pending", "Creating", "Uploading", "Processing", "Downloading", "Succeeded")
 CONDITION_ORDER = ("RequestCreated", "Uploaded", "Processed", "Downloaded", "Ready")
 UID_LABEL = f"{GROUP}/upgrade-uid"
+# Emulator processing time: fast enough for tests, slow enough that a 1 s poll sees it working.
+DEFAULT_PROCESS_SECONDS = 2.0
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = Path(sys.executable).parent / "kubectl"
