@@ -6,8 +6,10 @@ watch); plain httpx keeps them explicit and free of client-library version quirk
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import httpx
 
 JsonObject = dict[str, Any]
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def admin_ssl_context(pki_dir: Path) -> ssl.SSLContext:
@@ -40,6 +43,8 @@ class ApiError(Exception):
 class AsyncKubeApi:
     """Async JSON calls against the apiserver (admin identity)."""
 
+    retry_seconds = 60.0
+
     def __init__(self, server: str, pki_dir: Path) -> None:
         self._client = httpx.AsyncClient(
             base_url=server, verify=admin_ssl_context(pki_dir), timeout=30.0
@@ -58,14 +63,29 @@ class AsyncKubeApi:
         params: dict[str, str] | None = None,
         content_type: str = "application/json",
     ) -> JsonObject:
-        """Send one request; raise :class:`ApiError` on a non-2xx answer."""
-        response = await self._client.request(
-            method,
-            path,
-            params=params,
-            content=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": content_type, "Accept": "application/json"},
-        )
+        """Send one request; raise :class:`ApiError` on a non-2xx answer.
+
+        Connection failures and 429/5xx answers are retried for up to :attr:`retry_seconds`
+        (an apiserver restart, an overloaded machine); callers treat 409/404 on a retried
+        create/delete as "already done".
+        """
+        content = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.2
+        while True:
+            try:
+                response = await self._client.request(
+                    method, path, params=params, content=content, headers=headers
+                )
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+            else:
+                if response.status_code not in RETRIED_STATUSES or time.monotonic() > deadline:
+                    break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
         if response.status_code >= 300:
             raise ApiError(method, path, response.status_code, response.text)
         result: JsonObject = response.json() if response.content else {}

@@ -618,7 +618,12 @@ class PodRunner:
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
         self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background step failed: %r", task.exception())
 
     async def bind(self, pod: JsonObject) -> None:
         """Bind an unscheduled pod to this node (there is no kube-scheduler)."""
@@ -639,6 +644,10 @@ class PodRunner:
             if error.status not in (404, 409):
                 log.warning("binding %s/%s failed: %s", namespace, name, error)
                 self.binding.discard(pod["metadata"]["uid"])
+        except Exception as error:
+            # The apiserver stayed unreachable: the next event or relist tries again.
+            log.warning("binding %s/%s failed: %r", namespace, name, error)
+            self.binding.discard(pod["metadata"]["uid"])
 
     async def finalize_deletion(
         self, pod: JsonObject, execution: PodExecution | None, grace: float
