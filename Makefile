@@ -46,7 +46,7 @@ e2e: $(STAMP) sysdeps controlplane ## e2e tests on the local control plane
 test: $(STAMP) sysdeps controlplane lint ## install what is needed and run the whole suite
 	$(VPY) -m pytest tests
 
-demo: $(STAMP) sysdeps controlplane ## the whole story: control plane, emulator, operator, an OdooUpgrade to Succeeded
+demo: $(STAMP) sysdeps controlplane ## the whole story: control plane, emulator, operator, an OdooUpgrade to Succeeded (DEMO_KEEP=1 leaves it running)
 	bash scripts/demo.sh
 
 cluster: $(STAMP) controlplane ## start the local control plane in the background (.cluster/kubeconfig)
