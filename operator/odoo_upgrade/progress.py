@@ -57,6 +57,8 @@ class TransferProgress:
         self._last_draw = 0.0
         self._last_decile = -1
         self._done = 0
+        # Bytes already there when we started (a resumed transfer): not part of the rate.
+        self._resumed_from: int | None = None
         self._total: int | None = None
         self._drawn = False
 
@@ -64,6 +66,9 @@ class TransferProgress:
         if not self.enabled:
             return
         with self._lock:
+            if self._resumed_from is None or done < self._resumed_from:
+                self._resumed_from = done
+                self._started = time.monotonic()
             self._done, self._total = done, total
             now = time.monotonic()
             if self.interactive:
@@ -87,7 +92,7 @@ class TransferProgress:
 
     def _rate(self, now: float) -> float:
         elapsed = max(now - self._started, 1e-6)
-        return self._done / elapsed
+        return (self._done - (self._resumed_from or 0)) / elapsed
 
     def _draw_bar(self, now: float) -> None:
         self._last_draw = now

@@ -54,3 +54,11 @@ def test_sizes_and_durations_read_naturally() -> None:
     assert format_bytes(3 * 1024 * 1024) == "3.0 MiB"
     assert format_bytes(5 * 1024**4) == "5120.0 GiB"
     assert format_duration(3725) == "1:02:05"
+
+
+def test_a_resumed_transfer_does_not_count_old_bytes_in_its_rate() -> None:
+    stream = io.StringIO()
+    progress = TransferProgress("upload", stream=stream, interactive=False)
+    progress(900 * 1024 * 1024, 1000 * 1024 * 1024)  # 90% already on the server
+    progress.finish()
+    assert stream.getvalue().splitlines()[-1].endswith(", 0.0 MiB/s)")
