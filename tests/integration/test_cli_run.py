@@ -347,3 +347,32 @@ def test_a_second_run_on_the_same_dump_at_once_is_refused(
         first.kill()
     assert first.returncode == 0
     assert len(emulator.calls("create")) == 1
+
+
+def test_run_rides_out_server_errors_with_a_single_request(
+    make_emulator: Callable[..., RunningEmulator], tmp_path: Path
+) -> None:
+    emulator = make_emulator(process_seconds=1, fail_rate=0.2, fault_seed=7)
+    dump = write_sample_dump(tmp_path / "acme.dump", "pgdmp", size=64 * 1024)
+    contract_file = tmp_path / "contract"
+    contract_file.write_text(emulator.contract)
+    result = run_cli(run_args(dump, contract_file), cli_env(emulator))
+    assert result.returncode == 0, result.stderr
+    assert [c["ok"] for c in emulator.calls("create")].count(True) == 1
+    assert any(not c["ok"] for c in emulator.calls())  # faults did happen
+    assert_upgraded_output(emulator, dump, state_of(dump)["request_id"])
+
+
+@pytest.mark.parametrize("transport", ["https", "sftp"])
+def test_run_survives_cut_connections_in_upload_and_download(
+    make_emulator: Callable[..., RunningEmulator], tmp_path: Path, transport: str
+) -> None:
+    emulator = make_emulator(process_seconds=1, drop_after_bytes=100_000)
+    dump = write_sample_dump(tmp_path / "acme.dump", "pgdmp", size=512 * 1024)
+    contract_file = tmp_path / "contract"
+    contract_file.write_text(emulator.contract)
+    result = run_cli(run_args(dump, contract_file, "--transport", transport), cli_env(emulator))
+    assert result.returncode == 0, result.stderr
+    assert "cut after" in emulator.log()  # the faults did hit
+    assert emulator.original_path(state_of(dump)["request_id"]).read_bytes() == dump.read_bytes()
+    assert_upgraded_output(emulator, dump, state_of(dump)["request_id"])
