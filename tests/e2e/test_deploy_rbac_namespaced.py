@@ -42,7 +42,7 @@ def helm() -> Path:
 
 
 @pytest.fixture(scope="module")
-def namespaces(cluster: LocalCluster) -> Iterator[dict[str, Namespace]]:
+def scoped_namespaces(cluster: LocalCluster) -> Iterator[dict[str, Namespace]]:
     """The release namespace, one watched and one unwatched namespace."""
     admin = Kube(cluster.kubeconfig)
     created = {
@@ -58,7 +58,7 @@ def namespaces(cluster: LocalCluster) -> Iterator[dict[str, Namespace]]:
 def scoped_operator(
     cluster: LocalCluster,
     helm: Path,
-    namespaces: dict[str, Namespace],
+    scoped_namespaces: dict[str, Namespace],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningOperator]:
     """The chart installed for real (minus its Deployment) watching one namespace, and the
@@ -67,7 +67,7 @@ def scoped_operator(
     cluster.kubectl(
         "wait", "--for=condition=Established", "crd/odooupgrades.upgrade.odoo-operator.io"
     )
-    release_ns, watched = namespaces["release"].name, namespaces["watched"].name
+    release_ns, watched = scoped_namespaces["release"].name, scoped_namespaces["watched"].name
     rendered = subprocess.run(
         [
             str(helm),
@@ -123,9 +123,9 @@ def scoped_operator(
 
 
 def test_operator_scoped_by_the_chart_upgrades_in_its_namespace_only(
-    scoped_operator: RunningOperator, namespaces: dict[str, Namespace], tmp_path: Path
+    scoped_operator: RunningOperator, scoped_namespaces: dict[str, Namespace], tmp_path: Path
 ) -> None:
-    watched, unwatched = namespaces["watched"], namespaces["unwatched"]
+    watched, unwatched = scoped_namespaces["watched"], scoped_namespaces["unwatched"]
     emulator = RunningEmulator(data_dir=tmp_path / "emulator", process_seconds=1.0)
     try:
         upgrades = {}
@@ -155,7 +155,7 @@ def test_operator_scoped_by_the_chart_upgrades_in_its_namespace_only(
 
 
 def test_chart_service_account_has_no_access_outside_the_watched_namespace(
-    cluster: LocalCluster, scoped_operator: RunningOperator, namespaces: dict[str, Namespace]
+    cluster: LocalCluster, scoped_operator: RunningOperator, scoped_namespaces: dict[str, Namespace]
 ) -> None:
     def can_i(*args: str) -> bool:
         done = cluster.kubectl(
@@ -163,7 +163,7 @@ def test_chart_service_account_has_no_access_outside_the_watched_namespace(
         )
         return done.stdout.strip() == "yes"
 
-    watched, unwatched = namespaces["watched"].name, namespaces["unwatched"].name
+    watched, unwatched = scoped_namespaces["watched"].name, scoped_namespaces["unwatched"].name
     assert can_i("get", "secrets", "-n", watched)
     assert can_i("create", "jobs.batch", "-n", watched)
     assert not can_i("get", "secrets", "-n", unwatched)
