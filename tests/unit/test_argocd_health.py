@@ -113,3 +113,12 @@ def test_argocd_cm_snippet_carries_health_lua_verbatim() -> None:
     config_map = yaml.safe_load(ARGOCD_CM.read_text())
     assert config_map["metadata"]["name"] == "argocd-cm"
     assert config_map["data"][CM_KEY] == HEALTH_LUA.read_text()
+
+
+def test_example_applications_sync_paths_of_this_repository() -> None:
+    applications = list(yaml.safe_load_all((REPO / "deploy/argocd/application.yaml").read_text()))
+    assert applications
+    for application in applications:
+        assert application["kind"] == "Application"
+        path = REPO / application["spec"]["source"]["path"]
+        assert (path / "kustomization.yaml").is_file(), f"{path} is not a kustomization"
