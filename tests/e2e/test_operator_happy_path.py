@@ -124,6 +124,13 @@ def test_upgrade_delivers_the_platforms_upgraded_dump(transport: str, scenario: 
         assert not uploads, "an SFTP upgrade uploaded over HTTPS"
     else:
         assert uploads
+    # The platform's progress is told as Events on the resource, up to its final state.
+    told = [
+        str(e.get("message", ""))
+        for e in scenario.ns.events()
+        if e.get("involvedObject", {}).get("name") == delivery.upgrade.name
+    ]
+    assert any("done" in message for message in told), told
     # Both upgrades together made exactly two requests: no hidden retry of `create`.
     assert len(emulator.calls("create")) == len(TRANSPORTS)
 
