@@ -186,7 +186,12 @@ key_file_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="File holding the request's private key (or set ODOO_UPGRADE_KEY to the key itself).",
 )
-json_option = click.option("--json", "json_output", is_flag=True, help="Print JSON on stdout.")
+json_option = click.option(
+    "--json",
+    "json_output",
+    is_flag=True,
+    help='Print the result as JSON on stdout; on failure {"error", "exit_code", "failures"}.',
+)
 progress_option = click.option(
     "--no-progress", is_flag=True, help="No progress output (bars on a terminal, lines in logs)."
 )
@@ -262,7 +267,13 @@ def cli(ctx: click.Context, platform_url: str, verbose: bool) -> None:
     show_default=True,
     help="auto: SFTP (resumable) above --sftp-threshold, HTTPS below.",
 )
-@click.option("--sftp-threshold", type=ByteSize(), default="512MiB", show_default=True)
+@click.option(
+    "--sftp-threshold",
+    type=ByteSize(),
+    default="512MiB",
+    show_default=True,
+    help="Size above which auto picks SFTP (e.g. 512MiB, 2GiB, or bytes).",
+)
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -315,6 +326,11 @@ def run(
 
     Progress is recorded in a state file next to the dump after every step; running the same
     command again after a crash or Ctrl-C continues the same request (never a second one).
+
+    \b
+    Example (CI, no prompts):
+      ODOO_UPGRADE_CONTRACT=M123456-abcdef odoo-upgrade run --dump acme.dump \\
+          --target 18.0 --email ops@acme.example
     """
     with exit_on_errors(json_output=json_output, rerun_hint="rerun the same command to continue"):
         from odoo_upgrade.runflow import (
