@@ -284,6 +284,8 @@ class Namespace:
         """Create a namespace with a unique name."""
         name = f"{prefix}-{uuid.uuid4().hex[:6]}"
         kube.run("create", "namespace", name)
+        # Pods are refused until the namespace's `default` ServiceAccount exists.
+        kube.run("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=60s")
         return cls(kube, name, volume_dir, diagnostics)
 
     def delete(self) -> None:
