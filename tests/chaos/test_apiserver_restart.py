@@ -65,3 +65,39 @@ def test_upgrades_survive_an_apiserver_restart(
         ledger.fault(kind, times)
     compared = assert_nothing_lost(emulator, deliveries)
     ledger.verified(count, compared)
+
+
+def test_apiserver_down_while_create_is_in_flight_creates_once(
+    cluster: ChaosCluster,
+    live_operator: RunningOperator,
+    namespaces: Callable[[], Namespace],
+    start_emulator: Callable[..., RunningEmulator],
+    ledger: RunLedger,
+) -> None:
+    # The platform takes 3 s to answer; the API is gone for longer than that, so the answer to
+    # `create` arrives while the request Secret cannot be written. The request must still be
+    # the only one: kept and stored once the API is back, never created a second time.
+    emulator = start_emulator(latency=3.0, process_seconds=2)
+    ns = namespaces()
+    ns.prepare()
+    ns.put_dump("dumps/acme.dump", size=DUMP_BYTES)
+    upgrade = ns.apply_upgrade(
+        "api-create",
+        platform_url=emulator.url,
+        source_path="dumps/acme.dump",
+        destination_path="upgraded/acme-18.dump",
+    )
+    ledger.resources(1)
+    upgrade.wait_until(
+        lambda obj: phase_of(obj) == "Creating", "phase Creating", timeout=120, interval=0.1
+    )
+    cluster.restart_apiserver(downtime=6.0)
+    ledger.fault("kube-apiserver SIGKILLed while `create` is in flight, restarted (etcd kept)")
+
+    upgrade.wait_for_phase("Succeeded", "Failed", timeout=240)
+    for kind, times in emulator_faults(emulator).items():
+        ledger.fault(kind, times)
+    compared = assert_nothing_lost(
+        emulator, [Delivery(upgrade, ns.volume(), "upgraded/acme-18.dump")]
+    )
+    ledger.verified(1, compared)
