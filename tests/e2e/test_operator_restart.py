@@ -57,6 +57,8 @@ def test_operator_killed_mid_upload_continues_the_same_request(
     assert len(emulator.calls("create")) == 1
     assert emulator.original_path(request_id).read_bytes() == source
     assert obj["status"]["upload"]["sha256"] == sha256_hex(source)
+    # The cut connection was resumed (or retried) by the mover, and that shows in the status.
+    assert obj["status"]["upload"]["attempts"] >= 2, describe(obj)
     assert_delivered(obj, ns.volume(), "upgraded/acme-18.dump", emulator.upgraded_bytes(request_id))
 
 
