@@ -56,7 +56,7 @@ cluster-down: ## stop the local control plane started by `make cluster`
 	@if [ -x $(VPY) ]; then $(VPY) -m tests.harness.cluster down; fi
 
 chaos: $(STAMP) sysdeps controlplane ## the full fault suite; regenerates docs/RELIABILITY.md
-	CHAOS_FULL=1 $(VPY) -m pytest tests/chaos
+	CHAOS_FULL=1 $(VPY) -m pytest tests/chaos $(wildcard tests/e2e/test_bad_input_*.py tests/e2e/test_secret_hygiene_*.py)
 
 bench: $(STAMP) sysdeps ## transfer benchmark vs curl and OpenSSH sftp
 	$(VPY) bench/transfer.py

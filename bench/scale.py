@@ -206,10 +206,10 @@ def run_batch(
 
 
 def platform_calls(
-    emulator: RunningEmulator, request_ids: set[int], poll: float
+    all_calls: list[dict[str, Any]], request_ids: set[int], poll: float
 ) -> tuple[dict[str, float], float]:
     """Calls per resource by method, and the `status` calls the poll interval predicts."""
-    calls = [c for c in emulator.calls() if c.get("request") in request_ids]
+    calls = [c for c in all_calls if c.get("request") in request_ids]
     count = max(1, len(request_ids))
     per_method = Counter(c["method"] for c in calls)
     expected = []
@@ -254,6 +254,7 @@ def measure(resources: int, poll: float, process_seconds: float, dump_kib: int) 
             after = apiserver_requests(cluster)
             assert operator.pid is not None
             peak_rss, cpu = operator_usage(operator.pid)
+            calls = emulator.calls()  # before the scratch directory goes
         finally:
             operator.stop()
             emulator.stop()
@@ -263,8 +264,8 @@ def measure(resources: int, poll: float, process_seconds: float, dump_kib: int) 
     request_ids = {
         int(o["status"]["requestId"]) for o in objects if o.get("status", {}).get("requestId")
     }
-    per_method, expected_status = platform_calls(emulator, request_ids, poll)
-    creates = sum(1 for c in emulator.calls("create") if c.get("ok")) - (1 if alone else 0)
+    per_method, expected_status = platform_calls(calls, request_ids, poll)
+    creates = sum(1 for c in calls if c["method"] == "create" and c.get("ok")) - len(alone)
     delta = {k: after[k] - before.get(k, 0.0) for k in after if after[k] - before.get(k, 0.0) > 0}
     return ScaleResult(
         resources=resources,

@@ -90,6 +90,16 @@ def cluster() -> Iterator[ChaosCluster]:
                     child.unlink(missing_ok=True)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The shortened run (CHAOS_FULL unset) skips the tests marked `slow`."""
+    if chaos_full():
+        return
+    skip = pytest.mark.skip(reason="long-running: runs under `make chaos` (CHAOS_FULL=1)")
+    for item in items:
+        if "slow" in item.keywords and "tests/chaos/" in item.nodeid:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def ledger(record_property: Any) -> RunLedger:
     """Where a test records the faults it injected and the resources it verified."""

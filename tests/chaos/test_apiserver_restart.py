@@ -23,6 +23,7 @@ DUMP_BYTES = 512 * 1024
 DOWNTIME_SECONDS = 4.0
 
 
+@pytest.mark.slow
 def test_upgrades_survive_an_apiserver_restart(
     cluster: ChaosCluster,
     live_operator: RunningOperator,
