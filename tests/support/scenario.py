@@ -62,13 +62,9 @@ class Kube:
         return json.loads(self.run(*args, "-o", "json"))
 
     def apply(self, *objects: dict[str, Any]) -> None:
-        """Server-side-agnostic `kubectl apply` of manifests given as dictionaries."""
+        """`kubectl apply` of manifests given as dictionaries (one List, one call)."""
         items = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
         self.run("apply", "-f", "-", stdin=json.dumps(items))
-
-    def exists(self, kind: str, name: str, namespace: str) -> bool:
-        out = self.run("get", kind, name, "-n", namespace, "--ignore-not-found", "-o", "name")
-        return bool(out.strip())
 
 
 def _pg_int(value: int) -> bytes:
@@ -229,13 +225,6 @@ class Upgrade:
         """The request Secret's data, decoded (holds the request key)."""
         secret = self.kube.json("get", "secret", self.request_secret_name(), "-n", self.namespace)
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
-
-    def jobs(self, uid: str) -> list[str]:
-        """Names of the mover Jobs labelled with this resource's uid."""
-        out = self.kube.run(
-            "get", "jobs", "-n", self.namespace, "-l", f"{UID_LABEL}={uid}", "-o", "name"
-        )
-        return out.split()
 
     def phases_in_flow_order(self) -> bool:
         """True when the phases seen never went back in the flow (Failed aside)."""
