@@ -121,16 +121,17 @@ def control_plane() -> Iterator[LocalCluster]:
         running.stop()
 
 
-def apiserver_requests(cluster: LocalCluster) -> Counter[str]:
+def apiserver_requests(cluster: LocalCluster) -> dict[str, float]:
     """`apiserver_request_total` summed by resource (`""` for non-resource paths)."""
     with cluster.admin_client() as client:
         text = client.get("/metrics").text
-    totals: Counter[str] = Counter()
+    totals: dict[str, float] = {}
     for line in text.splitlines():
         match = REQUEST_METRIC.match(line)
         if match:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
-            totals[labels.get("resource", "")] += float(match.group(2))
+            kind = labels.get("resource", "")
+            totals[kind] = totals.get(kind, 0.0) + float(match.group(2))
     return totals
 
 
