@@ -64,7 +64,8 @@ def operator_command(
     logging.getLogger().handlers.clear()
     kopf.configure(
         verbose=verbose,
-        log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.PLAIN,
+        log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL,
+        log_prefix=not json_logs,  # "[namespace/name]" before each object's message
     )
     # After kopf.configure: the filter goes on the handlers it installed.
     install_log_redaction()

@@ -17,6 +17,7 @@ import asyncio
 import datetime
 import json
 import logging
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -86,6 +87,9 @@ PLATFORM_KEYS = (
     "filesize",
     "customerMessage",
 )
+
+# Requests created whose Secret/status write has not succeeded yet, by resource uid.
+_unsaved_requests: dict[str, tuple[int, str]] = {}
 
 _PROGRESS_LINE = re.compile(r"(\d+)/(\d+) bytes")
 
@@ -395,6 +399,9 @@ async def create_request(upgrade: Upgrade, spec: UpgradeSpec, contract: str) -> 
 
     A Secret that already holds a request id (a crash between Secret and status) is adopted.
     """
+    if upgrade.uid in _unsaved_requests:
+        await save_request(upgrade, *_unsaved_requests[upgrade.uid])
+        return 0
     existing = await read_request_secret(upgrade)
     if existing and existing.get(SECRET_REQUEST_ID):
         await record_request(upgrade, int(existing[SECRET_REQUEST_ID]), adopted=True)
@@ -447,7 +454,18 @@ async def create_request(upgrade: Upgrade, spec: UpgradeSpec, contract: str) -> 
         )
         return 0
     register_secret(request.key)
-    data = {SECRET_REQUEST_ID: str(request.id), SECRET_KEY: request.key}
+    _unsaved_requests[upgrade.uid] = (request.id, request.key)
+    await save_request(upgrade, request.id, request.key)
+    return 0
+
+
+async def save_request(upgrade: Upgrade, request_id: int, key: str) -> None:
+    """Store the new request in the Secret, then its id in status, retrying until both stick.
+
+    Until then the request lives in `_unsaved_requests`: an API server outage right after
+    `create` must not lead to a second `create` when the step runs again.
+    """
+    data = {SECRET_REQUEST_ID: str(request_id), SECRET_KEY: key}
     body = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -460,14 +478,25 @@ async def create_request(upgrade: Upgrade, spec: UpgradeSpec, contract: str) -> 
         },
         "stringData": data,
     }
-    try:
-        await upgrade.kube.create_secret(upgrade.namespace, body)
-    except AlreadyExists:
-        await upgrade.kube.patch_secret_data(
-            upgrade.namespace, request_secret_name(upgrade.name), data
-        )
-    await record_request(upgrade, request.id, adopted=False)
-    return 0
+    for attempt in range(1, 1_000_000):
+        try:
+            try:
+                await upgrade.kube.create_secret(upgrade.namespace, body)
+            except AlreadyExists:
+                await upgrade.kube.patch_secret_data(
+                    upgrade.namespace, request_secret_name(upgrade.name), data
+                )
+            await record_request(upgrade, request_id, adopted=False)
+            break
+        except Exception as error:  # the API server may be away: keep the request, try again
+            logger.warning(
+                "storing request %s failed (attempt %d): %s",
+                request_id,
+                attempt,
+                redact(str(error)),
+            )
+            await asyncio.sleep(min(30.0, 0.5 * 2 ** min(attempt, 6)))
+    _unsaved_requests.pop(upgrade.uid, None)
 
 
 # -- 3. upload -----------------------------------------------------------------------------
@@ -911,21 +940,42 @@ async def run(upgrade: Upgrade, stopped: Callable[[], bool]) -> None:
     operator is asked to stop at that moment. Transient platform errors propagate (the caller
     retries with backoff); permanent ones fail the upgrade.
     """
+    troubles = 0  # consecutive passes that failed, for the backoff only
     while not stopped():
         try:
             delay = await asyncio.shield(reconcile(upgrade))
+            troubles = 0
         except Waiting:
             delay = waiting_interval(upgrade)
         except PlatformError as error:
-            if error.transient:
-                upgrade.event("Warning", "PlatformUnavailable", f"{error}; retrying")
-                raise
-            failures = error.failures if isinstance(error, PlatformFailure) else None
-            await fail(upgrade, "PlatformError", str(error), failures=failures)
-            return
+            if not error.transient:
+                failures = error.failures if isinstance(error, PlatformFailure) else None
+                await fail(upgrade, "PlatformError", str(error), failures=failures)
+                return
+            troubles += 1
+            delay = transient_backoff(troubles)
+            upgrade.event("Warning", "PlatformUnavailable", f"{error}; retrying in {delay:.0f}s")
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as error:  # API server away, conflicts...: the next pass starts afresh
+            troubles += 1
+            delay = transient_backoff(troubles)
+            logger.warning(
+                "%s/%s: pass failed, retrying in %.0fs: %s",
+                upgrade.namespace,
+                upgrade.name,
+                delay,
+                redact(f"{type(error).__name__}: {error}"),
+            )
         if delay is None:
             return
         await asyncio.sleep(max(0.0, delay))
+
+
+def transient_backoff(troubles: int) -> float:
+    """Exponential backoff with jitter, bounded: about 1 s, 2 s, 4 s … up to 5 minutes."""
+    ceiling = min(300.0, 2.0 ** min(troubles, 9))
+    return random.uniform(ceiling / 2, ceiling)
 
 
 async def delete_children(kube: KubeApi, namespace: str, name: str, uid: str) -> None:

@@ -7,7 +7,6 @@ restart: that is the "resume"); the other handlers only configure kopf and clean
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 import kopf
@@ -15,17 +14,9 @@ import kopf
 from odoo_upgrade.controller import flow, metrics
 from odoo_upgrade.controller.kube import KubeApi, load_credentials
 from odoo_upgrade.controller.spec import GROUP, PLURAL, VERSION
-from odoo_upgrade.platform import PlatformError
 from odoo_upgrade.redact import redact
 
 FINALIZER = f"{GROUP}/finalizer"
-MAX_BACKOFF = 300.0
-
-
-def transient_backoff(retry: int) -> float:
-    """Exponential backoff with jitter, bounded: 2 s, 4 s, 8 s … up to 5 minutes."""
-    ceiling = min(MAX_BACKOFF, 2.0 * 2 ** min(retry, 16))
-    return random.uniform(ceiling / 2, ceiling)
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
@@ -71,18 +62,14 @@ async def drive_upgrade(
     uid: str,
     body: kopf.Body,
     memo: kopf.Memo,
-    retry: int,
     stopped: kopf.DaemonStopped,
     **_: Any,
 ) -> None:
     """Run the flow of one OdooUpgrade until it is Succeeded or Failed."""
     upgrade = flow.Upgrade(memo["kube"], namespace or "", name, uid, event_sink(body))
-    try:
-        await flow.run(upgrade, stopped=lambda: bool(stopped))
-    except PlatformError as error:
-        if not error.transient:
-            raise
-        raise kopf.TemporaryError(redact(str(error)), delay=transient_backoff(retry)) from None
+    # Errors are retried inside the flow with backoff; the daemon ends only when the upgrade
+    # is final or kopf stops it (deletion, shutdown).
+    await flow.run(upgrade, stopped=lambda: bool(stopped))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="children")

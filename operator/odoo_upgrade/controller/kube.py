@@ -31,6 +31,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from odoo_upgrade.controller.spec import GROUP, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
+TIMEOUT = 30.0  # seconds; a request stuck on a restarting API server must not stall a flow
 
 
 class NotFound(Exception):
@@ -89,7 +90,7 @@ class KubeApi:
     async def get_upgrade(self, namespace: str, name: str) -> dict[str, Any]:
         try:
             obj = await self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=TIMEOUT
             )
         except ApiException as error:
             raise _translate(error) from None
@@ -108,6 +109,7 @@ class KubeApi:
                 name,
                 {"status": dict(status)},
                 _content_type=MERGE_PATCH,
+                _request_timeout=TIMEOUT,
             )
         except ApiException as error:
             raise _translate(error) from None
@@ -117,13 +119,19 @@ class KubeApi:
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any]:
         try:
-            return self._plain(await self._core.read_namespaced_secret(name, namespace))
+            return self._plain(
+                await self._core.read_namespaced_secret(name, namespace, _request_timeout=TIMEOUT)
+            )
         except ApiException as error:
             raise _translate(error) from None
 
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            return self._plain(await self._core.create_namespaced_secret(namespace, dict(body)))
+            return self._plain(
+                await self._core.create_namespaced_secret(
+                    namespace, dict(body), _request_timeout=TIMEOUT
+                )
+            )
         except ApiException as error:
             raise _translate(error) from None
 
@@ -134,7 +142,7 @@ class KubeApi:
         try:
             return self._plain(
                 await self._core.patch_namespaced_secret(
-                    name, namespace, body, _content_type=MERGE_PATCH
+                    name, namespace, body, _content_type=MERGE_PATCH, _request_timeout=TIMEOUT
                 )
             )
         except ApiException as error:
@@ -142,7 +150,7 @@ class KubeApi:
 
     async def delete_secret(self, namespace: str, name: str) -> None:
         try:
-            await self._core.delete_namespaced_secret(name, namespace)
+            await self._core.delete_namespaced_secret(name, namespace, _request_timeout=TIMEOUT)
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -152,7 +160,9 @@ class KubeApi:
     async def get_pvc(self, namespace: str, name: str) -> dict[str, Any]:
         try:
             return self._plain(
-                await self._core.read_namespaced_persistent_volume_claim(name, namespace)
+                await self._core.read_namespaced_persistent_volume_claim(
+                    name, namespace, _request_timeout=TIMEOUT
+                )
             )
         except ApiException as error:
             raise _translate(error) from None
@@ -161,13 +171,19 @@ class KubeApi:
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any]:
         try:
-            return self._plain(await self._batch.read_namespaced_job(name, namespace))
+            return self._plain(
+                await self._batch.read_namespaced_job(name, namespace, _request_timeout=TIMEOUT)
+            )
         except ApiException as error:
             raise _translate(error) from None
 
     async def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            return self._plain(await self._batch.create_namespaced_job(namespace, dict(body)))
+            return self._plain(
+                await self._batch.create_namespaced_job(
+                    namespace, dict(body), _request_timeout=TIMEOUT
+                )
+            )
         except ApiException as error:
             raise _translate(error) from None
 
@@ -175,7 +191,7 @@ class KubeApi:
         """Delete a Job and (in the background) its pods; a missing Job is fine."""
         try:
             await self._batch.delete_namespaced_job(
-                name, namespace, propagation_policy="Background"
+                name, namespace, propagation_policy="Background", _request_timeout=TIMEOUT
             )
         except ApiException as error:
             if error.status != 404:
@@ -183,14 +199,18 @@ class KubeApi:
 
     async def list_job_pods(self, namespace: str, job_uid: str) -> list[dict[str, Any]]:
         pods = await self._core.list_namespaced_pod(
-            namespace, label_selector=f"batch.kubernetes.io/controller-uid={job_uid}"
+            namespace,
+            label_selector=f"batch.kubernetes.io/controller-uid={job_uid}",
+            _request_timeout=TIMEOUT,
         )
         return [self._plain(p) for p in pods.items]
 
     async def pod_log_tail(self, namespace: str, pod: str, lines: int = 5) -> str:
         """The last lines of a pod's log; empty when there is none (yet)."""
         try:
-            text = await self._core.read_namespaced_pod_log(pod, namespace, tail_lines=lines)
+            text = await self._core.read_namespaced_pod_log(
+                pod, namespace, tail_lines=lines, _request_timeout=TIMEOUT
+            )
         except ApiException:
             return ""
         return str(text or "")
