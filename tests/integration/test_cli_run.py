@@ -19,6 +19,7 @@ import pytest
 from tests.support.emulator import RunningEmulator, write_sample_dump
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("odoo-upgrade")
+MIB = 1024 * 1024
 CLI = (
     [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "odoo_upgrade.cli"]
 )
@@ -376,3 +377,37 @@ def test_run_survives_cut_connections_in_upload_and_download(
     assert "cut after" in emulator.log()  # the faults did hit
     assert emulator.original_path(state_of(dump)["request_id"]).read_bytes() == dump.read_bytes()
     assert_upgraded_output(emulator, dump, state_of(dump)["request_id"])
+
+
+def test_sftp_upload_killed_midway_resumes_from_what_the_server_holds(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    dump = write_sample_dump(tmp_path / "acme.dump", "pgdmp", size=8 * 1024 * 1024)
+    contract_file = tmp_path / "contract"
+    contract_file.write_text(emulator.contract)
+    args = [a for a in run_args(dump, contract_file, "--transport", "sftp") if a != "--no-progress"]
+    first = start_run(args, cli_env(emulator))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline and first.poll() is None, "no partial upload seen"
+            state = (
+                state_of(dump) if dump.with_name(dump.name + ".odoo-upgrade.json").exists() else {}
+            )
+            partial = emulator.original_path(state["request_id"]) if state else None
+            # At least 1 MiB in (so a resume shows as >= 10%), and not all of it yet.
+            if partial and partial.exists() and MIB <= partial.stat().st_size < dump.stat().st_size:
+                break
+            time.sleep(0.002)
+    finally:
+        first.kill()
+        first.communicate()
+
+    result = run_cli(args, cli_env(emulator))
+    assert result.returncode == 0, result.stderr
+    first_progress = next(
+        line for line in result.stderr.splitlines() if line.startswith("upload: ")
+    )
+    assert not first_progress.startswith("upload: 0%"), first_progress  # resumed, not restarted
+    assert len(emulator.calls("create")) == 1
+    assert emulator.original_path(state["request_id"]).read_bytes() == dump.read_bytes()
