@@ -107,7 +107,7 @@ def free_port() -> int:
 
 
 def process_start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot), None if it is gone.
+    """The kernel's start time of ``pid`` (clock ticks since boot), None if it has exited.
 
     Recorded next to each pid so that `down` never signals a recycled pid.
     """
@@ -115,8 +115,12 @@ def process_start_time(pid: int) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # Field 22; the command name (field 2) may contain spaces, so split after its ')'.
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    # Fields after the command name (field 2, which may contain spaces): state, ..., starttime.
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        # Exited, not yet reaped (an init that never reaps): as good as gone.
+        return None
+    return int(fields[19])
 
 
 @dataclass(frozen=True)
