@@ -84,7 +84,9 @@ class PodExecution:
         self.uid: str = pod["metadata"]["uid"]
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.deleting = False
-        self.workspace = PodWorkspace(runner.state_dir / "pods" / f"{self.namespace}_{self.name}")
+        self.workspace = PodWorkspace(
+            runner.state_dir / "pods" / f"{self.namespace}_{self.name}_{self.uid[:8]}"
+        )
         self.task: asyncio.Task[None] = asyncio.create_task(self.run())
 
     @property
