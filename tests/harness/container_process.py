@@ -15,12 +15,13 @@
 - **Read-only mounts**: the process runs as the runner's own user (``runAsUser`` is ignored).
   A ``readOnly`` PVC mount, and every Secret/ConfigMap/downward-API/projected volume, is
   enforced one of two ways, chosen once by :func:`read_only_strategy`:
-  ``bind`` (the runner is root and may create mount namespaces, as on CI and dev machines): the
+  ``bind`` (the runner is root with CAP_SYS_ADMIN, as on the project's dev machine): the
   command runs under ``unshare --mount`` and sees a read-only bind mount of the live volume at
   a per-pod path, so writes fail with EROFS even for root; ``copy`` (otherwise): the process sees
   a copy of the volume taken at start, with the write bits removed, so writes fail with EACCES
   for a non-root runner (its owner could chmod the copy back: honest for well-behaved programs
-  only), and nothing written there ever reaches the volume.
+  only), and nothing written there ever reaches the volume. A root runner without
+  CAP_SYS_ADMIN gets ``copy``, which root can write: the read-only e2e test then fails.
 """
 
 from __future__ import annotations
