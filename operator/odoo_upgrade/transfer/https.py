@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -23,13 +22,13 @@ from odoo_upgrade.platform.client import (
 from odoo_upgrade.platform.errors import (
     PlatformError,
     PlatformFailure,
-    PlatformProtocolError,
     PlatformServerError,
 )
 from odoo_upgrade.platform.retry import RetryPolicy, retry_async
 from odoo_upgrade.redact import redact, register_secret
-from odoo_upgrade.transfer.errors import RemoteRefused, SizeMismatch, TransferUnavailable
+from odoo_upgrade.transfer.errors import SizeMismatch, TransferUnavailable
 from odoo_upgrade.transfer.part_file import PartFile
+from odoo_upgrade.transfer.range_get import IncompleteDownload, RangeGet
 from odoo_upgrade.transfer.results import ProgressCallback, TransferResult
 
 log = logging.getLogger("odoo_upgrade.transfer")
@@ -39,9 +38,6 @@ log = logging.getLogger("odoo_upgrade.transfer")
 CHUNK = 1024 * 1024
 # After the body is sent the platform may inspect the dump before answering.
 UPLOAD_TIMEOUT = httpx.Timeout(connect=15.0, read=900.0, write=120.0, pool=15.0)
-DOWNLOAD_TIMEOUT = httpx.Timeout(connect=15.0, read=120.0, write=60.0, pool=15.0)
-
-_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
 
 def _hash_and_read(hasher: hashlib._Hash, chunk: bytes, file: BinaryIO, size: int) -> bytes:
@@ -131,97 +127,27 @@ async def upload_https(
     return TransferResult(bytes=size, sha256=digest, attempts=attempts)
 
 
-def _content_range(value: str | None) -> tuple[int | None, int | None]:
-    """(first byte, total) of a Content-Range header; None where absent or `*`."""
-    match = _CONTENT_RANGE.match(value or "")
-    if not match:
-        return None, None
-    first = int(match.group(1)) if match.group(1) else None
-    total = int(match.group(3)) if match.group(3) != "*" else None
-    return first, total
+async def _download_once(url: str, part: PartFile, progress: ProgressCallback | None) -> int:
+    """One GET from `part.size` on, in a worker thread; the total size once complete.
 
+    Progress is reported on the event loop's thread, as the callers expect. If this coroutine
+    is cancelled, the thread is stopped and waited for before the part file may be closed.
+    """
+    loop = asyncio.get_running_loop()
 
-class _Resumable(Exception):
-    """An attempt ended early but what was received is kept; the next one resumes."""
+    def report(done: int, total: int | None) -> None:
+        if progress is not None:
+            loop.call_soon_threadsafe(progress, done, total)
 
-
-async def _receive(
-    response: httpx.Response, part: PartFile, total: int | None, progress: ProgressCallback | None
-) -> None:
-    """Append the body to the part file, writing and hashing in a thread while receiving."""
-    batch: list[bytes] = []
-    batched = 0
-    writing: asyncio.Future[None] | None = None
-
-    def write(data: bytes) -> None:
-        part.append(data)
-
+    request = RangeGet(url, part, report)
+    running = asyncio.ensure_future(asyncio.to_thread(request.run))
     try:
-        async for piece in response.aiter_raw():
-            batch.append(piece)
-            batched += len(piece)
-            if batched >= CHUNK:
-                if writing is not None:
-                    await writing
-                    if progress:
-                        progress(part.size, total)
-                writing = asyncio.ensure_future(asyncio.to_thread(write, b"".join(batch)))
-                batch, batched = [], 0
-    finally:
-        # Keep every byte received, also when the connection dropped mid-body.
-        if writing is not None:
-            await writing
-        if batch:
-            part.append(b"".join(batch))
-        if progress:
-            progress(part.size, total)
-
-
-async def _download_once(
-    http: httpx.AsyncClient,
-    url: str,
-    part: PartFile,
-    progress: ProgressCallback | None,
-) -> int:
-    """One GET from `part.size` on; return the total size when the file is complete."""
-    headers = {"Accept-Encoding": "identity"}
-    if part.size:
-        headers["Range"] = f"bytes={part.size}-"
-    async with http.stream("GET", url, headers=headers) as response:
-        status = response.status_code
-        if status == 416:
-            _, total = _content_range(response.headers.get("content-range"))
-            if total is not None and total == part.size:
-                return total
-            part.restart()
-            raise _Resumable(f"range {part.size}- refused (HTTP 416); starting over")
-        if status == 206:
-            first, total = _content_range(response.headers.get("content-range"))
-            if first != part.size:
-                part.restart()
-                raise _Resumable("the server resumed at another offset; starting over")
-        elif status == 200:
-            if part.size:
-                part.restart()  # Range ignored: the whole file comes again.
-            length = response.headers.get("content-length")
-            total = int(length) if length and length.isdigit() else None
-        else:
-            body = await response.aread()
-            if status >= 500 or status == 429:
-                raise PlatformServerError(f"download: the server answered HTTP {status}")
-            # A JSON `failures` answer is the platform's word; anything else is a refusal.
-            with contextlib.suppress(PlatformProtocolError):
-                parse_answer("download", status, body)
-            raise RemoteRefused(f"download: the server answered HTTP {status}")
-        await _receive(response, part, total, progress)
-    if total is None:
-        return part.size
-    if part.size > total:
-        part.restart()
-        raise _Resumable(f"received more than the announced {total} bytes; starting over")
-    if part.size < total:
-        raise _Resumable(f"connection ended at {part.size} of {total} bytes")
-    return total
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        request.abort()
+        with contextlib.suppress(Exception):
+            await running
+        raise
 
 
 async def download_https(
@@ -244,26 +170,25 @@ async def download_https(
     attempts = 0
     stalled = 0
     try:
-        async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True) as http:
-            while True:
-                attempts += 1
-                before = part.size
-                try:
-                    total = await _download_once(http, url, part, progress)
-                    break
-                except (httpx.TransportError, _Resumable, PlatformError) as exc:
-                    if isinstance(exc, PlatformError) and not is_transient(exc):
-                        raise
-                    reason = redact(f"{type(exc).__name__}: {exc}")
-                    stalled = 0 if part.size > before else stalled + 1
-                    log.debug("download attempt %d ended: %s", attempts, reason)
-                    if stalled >= policy.attempts:
-                        raise TransferUnavailable(
-                            f"download of {Path(destination).name} failed {stalled} times in a "
-                            f"row without progress ({reason}); {part.size} bytes kept in "
-                            f"{part.path.name} for a later resume"
-                        ) from None
-                    await asyncio.sleep(policy.delay_before(stalled + 1) if stalled else 0.0)
+        while True:
+            attempts += 1
+            before = part.size
+            try:
+                total = await _download_once(url, part, progress)
+                break
+            except (IncompleteDownload, PlatformError) as exc:
+                if isinstance(exc, PlatformError) and not is_transient(exc):
+                    raise
+                reason = redact(f"{type(exc).__name__}: {exc}")
+                stalled = 0 if part.size > before else stalled + 1
+                log.debug("download attempt %d ended: %s", attempts, reason)
+                if stalled >= policy.attempts:
+                    raise TransferUnavailable(
+                        f"download of {Path(destination).name} failed {stalled} times in a "
+                        f"row without progress ({reason}); {part.size} bytes kept in "
+                        f"{part.path.name} for a later resume"
+                    ) from None
+                await asyncio.sleep(policy.delay_before(stalled + 1) if stalled else 0.0)
         if expected_size is not None and total != expected_size:
             part.discard()
             raise SizeMismatch(

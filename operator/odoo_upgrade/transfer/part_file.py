@@ -128,10 +128,14 @@ class PartFile:
             offset += len(block)
         self.size = offset
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes | memoryview) -> None:
         """Write `data` at the end and hash it (hashlib and write both release the GIL)."""
         self._file.write(data)
         self.hasher.update(data)
+        # Start writing back now and drop written pages from the page cache: the final fsync
+        # then has little left to do, and a large dump does not fill the pod's memory with
+        # cache (it counts against its cgroup limit).
+        os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         self.size += len(data)
 
     def restart(self) -> None:

@@ -1,0 +1,293 @@
+"""One blocking HTTP(S) GET of the rest of a part file, received straight into a buffer.
+
+Run in a worker thread by `download_https`. A blocking `http.client` connection reads the
+body with `readinto1` into one preallocated buffer (no per-piece objects, no event-loop trip
+per socket read), and the filled buffer is hashed and written while the GIL is released: this
+is what lets a download keep up with `curl -o`. Every byte that arrived before a connection
+dropped is kept in the part file, so the next attempt resumes after it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import re
+import socket
+import ssl
+import threading
+import urllib.request
+from collections.abc import Callable
+from typing import Final
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
+
+import httpx
+
+from odoo_upgrade.platform.client import parse_answer
+from odoo_upgrade.platform.errors import PlatformProtocolError, PlatformServerError
+from odoo_upgrade.transfer.errors import RemoteRefused, TransferError
+from odoo_upgrade.transfer.part_file import PartFile
+
+# 4 MiB per write and hash: per-buffer Python work is negligible, and the buffer is the only
+# large allocation (it is reused for the whole body).
+BUFFER_SIZE: Final = 4 * 1024 * 1024
+CONNECT_TIMEOUT: Final = 15.0
+# Longest silence tolerated while waiting for the answer or the next bytes of the body.
+READ_TIMEOUT: Final = 120.0
+MAX_REDIRECTS: Final = 20
+ERROR_BODY_LIMIT: Final = 64 * 1024
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
+
+# The TLS trust of the platform client (httpx): certifi, or SSL_CERT_FILE / SSL_CERT_DIR.
+_tls_context: ssl.SSLContext | None = None
+_tls_lock = threading.Lock()
+
+
+def tls_context() -> ssl.SSLContext:
+    """The verifying TLS context shared by downloads (built once; loading CAs takes ms)."""
+    global _tls_context
+    with _tls_lock:
+        if _tls_context is None:
+            _tls_context = httpx.create_ssl_context()
+        return _tls_context
+
+
+class IncompleteDownload(Exception):
+    """An attempt ended early; what was received is kept and the next attempt resumes."""
+
+
+def content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total) of a Content-Range header; None where absent or `*`."""
+    match = _CONTENT_RANGE.match(value or "")
+    if not match:
+        return None, None
+    first = int(match.group(1)) if match.group(1) else None
+    total = int(match.group(3)) if match.group(3) != "*" else None
+    return first, total
+
+
+def _proxy_for(target: SplitResult) -> SplitResult | None:
+    """The proxy from HTTPS_PROXY / HTTP_PROXY / ALL_PROXY unless NO_PROXY exempts the host
+    (httpx, which the rest of the operator uses, honours the same variables)."""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(target.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(target.hostname or ""):
+        return None
+    return urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+
+
+def _connection(target: SplitResult) -> tuple[http.client.HTTPConnection, str]:
+    """An unopened connection to `target` (through its proxy, if any) and the request target."""
+    if target.scheme not in ("https", "http") or not target.hostname:
+        raise TransferError(
+            f"download URL must be an https:// (or http://) URL with a host, got scheme "
+            f"{target.scheme!r}"
+        )
+    path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+    default_port = 443 if target.scheme == "https" else 80
+    host, port = target.hostname, target.port or default_port
+    proxy = _proxy_for(target)
+    connection: http.client.HTTPConnection
+    if proxy is None:
+        if target.scheme == "https":
+            connection = http.client.HTTPSConnection(
+                host, port, timeout=CONNECT_TIMEOUT, context=tls_context()
+            )
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT)
+        return connection, path
+    proxy_headers = {}
+    if proxy.username is not None:
+        credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+        proxy_headers["Proxy-Authorization"] = (
+            "Basic " + base64.b64encode(credentials.encode()).decode()
+        )
+    proxy_host, proxy_port = proxy.hostname or "", proxy.port or 80
+    if target.scheme == "http":
+        # A plain-HTTP proxy takes the absolute URL as the request target.
+        connection = http.client.HTTPConnection(proxy_host, proxy_port, timeout=CONNECT_TIMEOUT)
+        return connection, f"http://{target.netloc.rpartition('@')[2]}{path}"
+    # https through the proxy: CONNECT tunnel, then TLS verified against the real host.
+    connection = http.client.HTTPSConnection(
+        proxy_host, proxy_port, timeout=CONNECT_TIMEOUT, context=tls_context()
+    )
+    connection.set_tunnel(host, port, headers=proxy_headers)
+    return connection, path
+
+
+class RangeGet:
+    """GET `url` from `part.size` on and append the body to `part` (blocking; one attempt).
+
+    `report(size, total)` is called after each buffer is stored. `abort()` (from any thread)
+    makes `run` return soon by closing the socket under it.
+    """
+
+    def __init__(self, url: str, part: PartFile, report: Callable[[int, int | None], None]) -> None:
+        self.url = url
+        self.part = part
+        self.report = report
+        self._aborted = threading.Event()
+        self._connection: http.client.HTTPConnection | None = None
+        self._total: int | None = None  # as announced by the current answer
+        self._done = False  # the part file was whole already (HTTP 416 at its size)
+
+    def abort(self) -> None:
+        self._aborted.set()
+        connection = self._connection
+        sock = connection.sock if connection is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def run(self) -> int:
+        """Return the total size once the part file holds the whole file.
+
+        Raises `IncompleteDownload` when the attempt ended early (the connection failed or
+        dropped, the server restarted the file), `TransferError` for a URL it cannot fetch,
+        `PlatformServerError` for 5xx/429, `RemoteRefused` or a `PlatformFailure` for other
+        refusals.
+        """
+        url = self.url
+        for _ in range(MAX_REDIRECTS + 1):
+            location = self._attempt(url)
+            if location is None:
+                return self._checked_total()
+            url = urljoin(url, location)
+        raise RemoteRefused(f"download: more than {MAX_REDIRECTS} redirects")
+
+    def _attempt(self, url: str) -> str | None:
+        """One request; the redirect location, or None once the body was received."""
+        connection, target = _connection(urlsplit(url))
+        self._connection = connection
+        try:
+            if self._aborted.is_set():
+                raise IncompleteDownload("download cancelled")
+            headers = {"Accept-Encoding": "identity"}
+            if self.part.size:
+                headers["Range"] = f"bytes={self.part.size}-"
+            try:
+                connection.request("GET", target, headers=headers)
+                if connection.sock is not None:
+                    connection.sock.settimeout(READ_TIMEOUT)
+                response = connection.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                raise IncompleteDownload(f"{type(exc).__name__}: {exc}") from None
+            location = response.getheader("location")
+            if response.status in _REDIRECTS and location:
+                return location
+            self._total = self._accept(response)
+            self._receive(response)
+            return None
+        finally:
+            self._connection = None
+            connection.close()
+
+    def _accept(self, response: http.client.HTTPResponse) -> int | None:
+        """Check the status against the part file; the announced total size (None: unknown)."""
+        part = self.part
+        status = response.status
+        if status == 416:
+            _, total = content_range(response.getheader("content-range"))
+            if total is not None and total == part.size:
+                self._done = True
+                return total
+            part.restart()
+            raise IncompleteDownload(f"range {part.size}- refused (HTTP 416); starting over")
+        self._done = False
+        if status == 206:
+            first, total = content_range(response.getheader("content-range"))
+            if first != part.size:
+                part.restart()
+                raise IncompleteDownload("the server resumed at another offset; starting over")
+            return total
+        if status == 200:
+            if part.size:
+                part.restart()  # Range ignored: the whole file comes again.
+            length = response.getheader("content-length")
+            return int(length) if length and length.isdigit() else None
+        body = response.read(ERROR_BODY_LIMIT)
+        if status >= 500 or status == 429:
+            raise PlatformServerError(f"download: the server answered HTTP {status}")
+        # A JSON `failures` answer is the platform's word; anything else is a refusal.
+        with contextlib.suppress(PlatformProtocolError):
+            parse_answer("download", status, body)
+        raise RemoteRefused(f"download: the server answered HTTP {status}")
+
+    def _receive(self, response: http.client.HTTPResponse) -> None:
+        """Append the body to the part file, one full buffer at a time."""
+        if self._done:
+            return
+        view = memoryview(bytearray(BUFFER_SIZE))
+        read_into = _body_reader(response)
+        filled = 0
+        dropped: Exception | None = None
+        try:
+            while not self._aborted.is_set():
+                try:
+                    received = read_into(view[filled:])
+                except (OSError, http.client.HTTPException) as exc:
+                    dropped = exc
+                    break
+                if not received:
+                    break
+                filled += received
+                if filled == BUFFER_SIZE:
+                    self.part.append(view)
+                    filled = 0
+                    self.report(self.part.size, self._total)
+        finally:
+            # Keep every byte received, also when the connection dropped mid-buffer.
+            if filled:
+                self.part.append(view[:filled])
+            self.report(self.part.size, self._total)
+        if self._aborted.is_set():
+            raise IncompleteDownload("download cancelled")
+        if dropped is not None:
+            raise IncompleteDownload(
+                f"connection lost at {self.part.size} bytes ({type(dropped).__name__}: {dropped})"
+            )
+
+    def _checked_total(self) -> int:
+        part, total = self.part, self._total
+        if total is None:
+            return part.size
+        if part.size > total:
+            part.restart()
+            raise IncompleteDownload(
+                f"received more than the announced {total} bytes; starting over"
+            )
+        if part.size < total:
+            raise IncompleteDownload(f"connection ended at {part.size} of {total} bytes")
+        return total
+
+
+def _body_reader(response: http.client.HTTPResponse) -> Callable[[memoryview], int]:
+    """A `readinto1` for the body: one socket read straight into the caller's buffer.
+
+    `HTTPResponse.readinto` would loop until the buffer is full and lose the bytes of that
+    loop if the connection drops; one read at a time keeps them.
+    """
+    if response.chunked:
+        # Rare for files; decode with http.client, which copies once per piece.
+        def read_chunked(view: memoryview) -> int:
+            data = response.read1(len(view))
+            view[: len(data)] = data
+            return len(data)
+
+        return read_chunked
+    stream = response.fp
+    remaining = response.length  # None: until the server closes the connection
+
+    def read_plain(view: memoryview) -> int:
+        nonlocal remaining
+        if remaining is not None:
+            if remaining == 0:
+                return 0
+            view = view[:remaining]
+        received = stream.readinto1(view)
+        if remaining is not None:
+            remaining -= received
+        return received
+
+    return read_plain
