@@ -66,6 +66,11 @@ class Kube:
         items = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
         self.run("apply", "-f", "-", stdin=json.dumps(items))
 
+    def exists(self, kind: str, name: str, namespace: str) -> bool:
+        """Whether the object is there (as far as this kubeconfig's user may see)."""
+        out = self.run("get", kind, name, "-n", namespace, "--ignore-not-found", "-o", "name")
+        return bool(out.strip())
+
 
 def _pg_int(value: int) -> bytes:
     """An integer as pg_dump's archive header stores it: sign byte, then 4 bytes little-endian."""
@@ -225,6 +230,13 @@ class Upgrade:
         """The request Secret's data, decoded (holds the request key)."""
         secret = self.kube.json("get", "secret", self.request_secret_name(), "-n", self.namespace)
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+    def jobs(self, uid: str) -> list[str]:
+        """Names of the mover Jobs labelled with this resource's uid."""
+        out = self.kube.run(
+            "get", "jobs", "-n", self.namespace, "-l", f"{UID_LABEL}={uid}", "-o", "name"
+        )
+        return out.split()
 
     def phases_in_flow_order(self) -> bool:
         """True when the phases seen never went back in the flow (Failed aside)."""
