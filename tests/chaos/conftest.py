@@ -108,18 +108,31 @@ def ledger(record_property: Any) -> RunLedger:
 
 # -- figures of the run ------------------------------------------------------------------
 
-_figures = RunFigures()
-_started = time.monotonic()
+
+class FiguresCollector:
+    """Sums every test's recorded figures, tests/e2e ones included.
+
+    A plugin object, not conftest hooks: pytest calls a conftest's `pytest_runtest_*` hooks
+    only for tests under its own directory, and the bad input and secret tests live in e2e/.
+    """
+
+    def __init__(self) -> None:
+        self.figures = RunFigures()
+        self.started = time.monotonic()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # The call phase, or a failed setup (its resources count as lost, not as absent).
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            self.figures.add(report.outcome, report.user_properties)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Under `make chaos`, write the figures of this run into docs/RELIABILITY.md."""
+        if not chaos_full() or (self.figures.resources == 0 and not self.figures.inputs):
+            return
+        duration = time.monotonic() - self.started
+        replace_section("chaos", render_chaos_figures(self.figures, duration))
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Sum each test's recorded figures (from its call phase, or its failed setup)."""
-    if report.when == "call" or (report.when == "setup" and not report.passed):
-        _figures.add(report.outcome, report.user_properties)
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Under `make chaos`, write the figures of this run into docs/RELIABILITY.md."""
-    if not chaos_full() or (_figures.resources == 0 and not _figures.inputs):
-        return
-    replace_section("chaos", render_chaos_figures(_figures, time.monotonic() - _started))
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.pluginmanager.has_plugin("chaos-figures"):
+        config.pluginmanager.register(FiguresCollector(), "chaos-figures")

@@ -49,8 +49,13 @@ def machine_line() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {python}"
 
 
+SLOW_ANSWER = "slow platform answer"
+
+
 def render_chaos_figures(figures: RunFigures, duration_seconds: float) -> str:
     """The `chaos` section: faults injected, inputs tried, resources, bytes, lost."""
+    slow = sum(n for kind, n in figures.faults.items() if kind.startswith(SLOW_ANSWER))
+    other = sum(figures.faults.values()) - slow
     lines = [
         f"Last run: {utc_stamp()} ({machine_line()}), {duration_seconds:.0f} s, "
         f"tests passed {figures.tests_passed}, failed {figures.tests_failed}, "
@@ -58,10 +63,12 @@ def render_chaos_figures(figures: RunFigures, duration_seconds: float) -> str:
         "",
         "| figure | value |",
         "| --- | --- |",
-        f"| faults injected | {sum(figures.faults.values())} |",
+        f"| faults injected (kills, restarts, 5xx answers, cut transfers) | {other} |",
+        f"| platform answers slowed down on purpose | {slow} |",
         f"| bad inputs tried | {len(figures.inputs)} |",
         f"| resources run to the end | {figures.resources} |",
-        f"| resources verified (Succeeded, one create, bytes equal) | {figures.verified} |",
+        f"| resources verified (outcome as expected; faults: Succeeded, one create, "
+        f"bytes equal, no partial file) | {figures.verified} |",
         f"| upgraded bytes compared | {figures.bytes} |",
         f"| **lost** | **{figures.lost}** |",
         "",
