@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import hashlib
-from collections.abc import Callable
+import http.server
+import ipaddress
+import ssl
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from odoo_upgrade.platform import PlatformFailure, PlatformUnavailable, RetryPolicy
 from odoo_upgrade.transfer import (
@@ -219,3 +229,176 @@ async def test_download_from_a_stopped_platform_gives_up_keeping_the_part(
     with pytest.raises(TransferUnavailable, match="without progress"):
         await download_https(str(request["upgraded_dump_url"]), dest, retry=FAST)
     assert not dest.exists()
+
+
+# -- a file server of our own: TLS, and a body that stalls midway ----------------------------
+
+
+class FileServer:
+    """Serves `content` (with Range) on 127.0.0.1 from a thread; optionally over TLS, and
+    optionally stalling after `stall_after` bytes of the first answer until `release()`."""
+
+    def __init__(
+        self, content: bytes, tls: ssl.SSLContext | None = None, stall_after: int | None = None
+    ) -> None:
+        self.content = content
+        self.stall_after = stall_after
+        self.stalled = threading.Event()  # set once the first answer has stalled
+        self._released = threading.Event()
+        self.ranges: list[str | None] = []
+        self.targets: list[str] = []  # request targets: absolute URLs when used as a proxy
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                wanted = self.headers.get("Range")
+                server.ranges.append(wanted)
+                server.targets.append(self.path)
+                start = int(wanted.removeprefix("bytes=").rstrip("-")) if wanted else 0
+                body = server.content[start:]
+                self.send_response(206 if wanted else 200)
+                if wanted:
+                    total = len(server.content)
+                    self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.stall_after is not None and len(server.ranges) == 1:
+                    self.wfile.write(body[: server.stall_after])
+                    self.wfile.flush()
+                    server.stalled.set()
+                    server._released.wait(30)
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def self_signed_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context for 127.0.0.1 and the path of its certificate (PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context, cert_path
+
+
+KEY_PATH = "/database/eu/10534/Aw7pItGVKFuZ_FOR3U8VFQ==/upgraded.zip"
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[FileServer, Path]]:
+    context, cert_path = self_signed_tls(tmp_path)
+    server = FileServer(b"dump-" * 20_000, tls=context)
+    yield server, cert_path
+    server.close()
+
+
+async def test_download_over_https_refuses_a_certificate_it_does_not_trust(
+    tls_server: tuple[FileServer, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, _ = tls_server
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    dest = tmp_path / "upgraded.zip"
+    with pytest.raises(TransferUnavailable) as caught:
+        await download_https(server.url(KEY_PATH), dest, retry=FAST)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+    assert "Aw7pItGVKFuZ_FOR3U8VFQ==" not in str(caught.value)
+    assert server.ranges == []  # no request was sent over the untrusted connection
+    assert not dest.exists()
+
+
+async def test_download_over_https_from_a_trusted_server_matches_the_file(
+    tls_server: tuple[FileServer, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, cert_path = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))  # as httpx: the trust store to use
+    dest = tmp_path / "upgraded.zip"
+    result = await download_https(server.url(KEY_PATH), dest, retry=FAST)
+    assert dest.read_bytes() == server.content
+    assert (result.bytes, result.sha256) == (len(server.content), sha256(server.content))
+
+
+async def test_download_cancelled_midway_keeps_the_part_for_a_rerun(tmp_path: Path) -> None:
+    content = bytes(range(256)) * 4096  # 1 MiB
+    server = FileServer(content, stall_after=300_000)
+    try:
+        dest = tmp_path / "upgraded.zip"
+        task = asyncio.ensure_future(download_https(server.url("/f"), dest, retry=FAST))
+        assert await asyncio.to_thread(server.stalled.wait, 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        kept = part_path(dest).stat().st_size
+        assert kept <= 300_000 and not dest.exists()
+        # The lock is released and the rerun continues the part instead of starting over.
+        result = await download_https(server.url("/f"), dest, retry=FAST)
+        assert dest.read_bytes() == content
+        assert result.sha256 == sha256(content)
+        assert server.ranges == [None, f"bytes={kept}-" if kept else None]
+    finally:
+        server.close()
+
+
+async def test_download_goes_through_the_proxy_of_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # httpx (the platform client) honours HTTP(S)_PROXY / NO_PROXY; downloads do too.
+    proxy = FileServer(b"through-the-proxy " * 5000)
+    try:
+        for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url(""))
+        dest = tmp_path / "upgraded.zip"
+        url = "http://upgrade.invalid/database/eu/7/Aw7pItGVKFuZ_FOR3U8VFQ==/upgraded.zip"
+        result = await download_https(url, dest, retry=FAST)
+        assert dest.read_bytes() == proxy.content
+        assert result.sha256 == sha256(proxy.content)
+        assert proxy.targets == [url]
+    finally:
+        proxy.close()

@@ -39,18 +39,11 @@ ERROR_BODY_LIMIT: Final = 64 * 1024
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
-# The TLS trust of the platform client (httpx): certifi, or SSL_CERT_FILE / SSL_CERT_DIR.
-_tls_context: ssl.SSLContext | None = None
-_tls_lock = threading.Lock()
-
 
 def tls_context() -> ssl.SSLContext:
-    """The verifying TLS context shared by downloads (built once; loading CAs takes ms)."""
-    global _tls_context
-    with _tls_lock:
-        if _tls_context is None:
-            _tls_context = httpx.create_ssl_context()
-        return _tls_context
+    """A verifying TLS context with the trust of the platform client (httpx): certifi's CAs,
+    or SSL_CERT_FILE / SSL_CERT_DIR when set. Built per attempt: it takes milliseconds."""
+    return httpx.create_ssl_context()
 
 
 class IncompleteDownload(Exception):
@@ -128,17 +121,19 @@ class RangeGet:
         self.part = part
         self.report = report
         self._aborted = threading.Event()
-        self._connection: http.client.HTTPConnection | None = None
+        # The socket of the current request, kept here because http.client hands it over to
+        # the response (and forgets it) when the server will close the connection.
+        self._socket: socket.socket | None = None
         self._total: int | None = None  # as announced by the current answer
         self._done = False  # the part file was whole already (HTTP 416 at its size)
 
     def abort(self) -> None:
         self._aborted.set()
-        connection = self._connection
-        sock = connection.sock if connection is not None else None
+        sock = self._socket
         if sock is not None:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                # At the TCP level (also under TLS): a blocked read returns at once.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def run(self) -> int:
         """Return the total size once the part file holds the whole file.
@@ -159,17 +154,18 @@ class RangeGet:
     def _attempt(self, url: str) -> str | None:
         """One request; the redirect location, or None once the body was received."""
         connection, target = _connection(urlsplit(url))
-        self._connection = connection
+        response: http.client.HTTPResponse | None = None
         try:
-            if self._aborted.is_set():
-                raise IncompleteDownload("download cancelled")
             headers = {"Accept-Encoding": "identity"}
             if self.part.size:
                 headers["Range"] = f"bytes={self.part.size}-"
             try:
+                connection.connect()
+                self._socket = connection.sock
+                if self._aborted.is_set():
+                    raise IncompleteDownload("download cancelled")
+                connection.sock.settimeout(READ_TIMEOUT)
                 connection.request("GET", target, headers=headers)
-                if connection.sock is not None:
-                    connection.sock.settimeout(READ_TIMEOUT)
                 response = connection.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 raise IncompleteDownload(f"{type(exc).__name__}: {exc}") from None
@@ -180,7 +176,9 @@ class RangeGet:
             self._receive(response)
             return None
         finally:
-            self._connection = None
+            self._socket = None
+            if response is not None:
+                response.close()  # holds the socket when the server closes the connection
             connection.close()
 
     def _accept(self, response: http.client.HTTPResponse) -> int | None:
@@ -206,7 +204,10 @@ class RangeGet:
                 part.restart()  # Range ignored: the whole file comes again.
             length = response.getheader("content-length")
             return int(length) if length and length.isdigit() else None
-        body = response.read(ERROR_BODY_LIMIT)
+        try:
+            body = response.read(ERROR_BODY_LIMIT)
+        except (OSError, http.client.HTTPException) as exc:
+            raise IncompleteDownload(f"HTTP {status}, then {type(exc).__name__}: {exc}") from None
         if status >= 500 or status == 429:
             raise PlatformServerError(f"download: the server answered HTTP {status}")
         # A JSON `failures` answer is the platform's word; anything else is a refusal.
