@@ -562,6 +562,8 @@ async def job_of(upgrade: Upgrade, name: str) -> dict[str, Any] | None:
     owners = (job.get("metadata") or {}).get("ownerReferences") or []
     if not any(o.get("uid") == upgrade.uid for o in owners):
         await wait_for(upgrade, "JobConflict", f'Job "{name}" exists but belongs to another object')
+    if (job.get("metadata") or {}).get("deletionTimestamp"):
+        raise Waiting(f'Job "{name}" is being deleted')  # a new one is created once it is gone
     return job
 
 
@@ -854,6 +856,36 @@ async def download_dump(upgrade: Upgrade, spec: UpgradeSpec) -> float:
     return await check_download(upgrade, spec, job)
 
 
+def refused_destination(upgrade: Upgrade) -> bool:
+    """Failed only because the destination file existed: the one failure a spec edit fixes."""
+    ready = cond.find_condition(upgrade.conditions, cond.READY)
+    return ready is not None and ready.get("reason") == DESTINATION_EXISTS
+
+
+async def retry_download_after_spec_change(upgrade: Upgrade) -> float:
+    """Wait for the user to change the spec (e.g. destination.path), then download again.
+
+    The request on the platform is done and paid for; only the way back was blocked.
+    """
+    ready = cond.find_condition(upgrade.conditions, cond.READY) or {}
+    generation = upgrade.generation or 0
+    if int(ready.get("observedGeneration") or 0) >= generation:
+        return waiting_interval(upgrade)
+    await upgrade.kube.delete_job(upgrade.namespace, download_job_name(upgrade.name))
+    message = "spec changed after the destination was refused: downloading again"
+    await upgrade.patch_status(
+        phase=cond.DOWNLOADING,
+        conditions=[
+            (cond.DOWNLOADED, cond.UNKNOWN, "SpecChanged", message),
+            (cond.READY, cond.UNKNOWN, "Progressing", message),
+        ],
+        message=message,
+    )
+    upgrade.event("Normal", "SpecChanged", message)
+    # The deleted Job may linger a moment; the download step waits for it to go.
+    return 2.0
+
+
 # -- 7. succeed ----------------------------------------------------------------------------
 
 
@@ -876,6 +908,8 @@ async def reconcile(upgrade: Upgrade) -> float | None:
     """One pass over the flow from the stored status; seconds to the next pass, or None."""
     await upgrade.refresh()
     status = upgrade.status
+    if status.get("phase") == cond.FAILED and refused_destination(upgrade):
+        return await retry_download_after_spec_change(upgrade)
     if status.get("phase") in cond.TERMINAL_PHASES:
         return None
     try:
