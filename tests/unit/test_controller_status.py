@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from odoo_upgrade.controller.flow import (
+from odoo_upgrade.controller.kube import KubeApi
+from odoo_upgrade.controller.resource import Upgrade
+from odoo_upgrade.controller.status import (
     PLATFORM_KEYS,
-    Upgrade,
     parse_progress_line,
     platform_status,
     progress_text,
 )
-from odoo_upgrade.controller.kube import KubeApi
 from odoo_upgrade.platform import UpgradeRequest
 from odoo_upgrade.redact import register_secret
 

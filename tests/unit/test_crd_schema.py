@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from odoo_upgrade.controller import conditions as cond
-from odoo_upgrade.controller.flow import downloaded_status, platform_status, uploaded_status
+from odoo_upgrade.controller.status import downloaded_status, platform_status, uploaded_status
 from odoo_upgrade.platform import Failure, UpgradeRequest
 
 CRD_PATH = (

@@ -14,21 +14,17 @@ Steps return the seconds to wait before the next pass, or `None` once the upgrad
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import logging
 import random
-import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from odoo_upgrade.controller import conditions as cond
 from odoo_upgrade.controller import metrics
 from odoo_upgrade.controller.jobs import (
     JobOutcome,
-    Owner,
     download_job_name,
     download_job_spec,
     job_outcome,
@@ -39,14 +35,23 @@ from odoo_upgrade.controller.jobs import (
     upload_job_spec,
 )
 from odoo_upgrade.controller.kube import AlreadyExists, KubeApi, NotFound, decode_secret
+from odoo_upgrade.controller.resource import Upgrade, Waiting
 from odoo_upgrade.controller.spec import SpecError, UpgradeSpec, parse_spec
-from odoo_upgrade.platform import Failure, PlatformError, PlatformFailure, UpgradeRequest
-from odoo_upgrade.platform.client import PlatformClient, platform_surely_did_not_act
+from odoo_upgrade.controller.status import (
+    downloaded_status,
+    human_bytes,
+    parse_progress_line,
+    platform_status,
+    progress_text,
+    seconds_since,
+    uploaded_status,
+)
+from odoo_upgrade.platform import Failure, PlatformError, PlatformFailure
+from odoo_upgrade.platform.client import platform_surely_did_not_act
 from odoo_upgrade.redact import redact, register_secret
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 # Keys of the request Secret (docs/INTERNALS.md).
 SECRET_REQUEST_ID = "requestId"  # noqa: S105 - a key name
@@ -74,191 +79,12 @@ PREREQUISITE_REASONS = frozenset(
     }
 )
 
-# Keys of `.status.platform` (so that a key the platform stopped sending is removed).
-PLATFORM_KEYS = (
-    "state",
-    "issueStage",
-    "estimatedTime",
-    "processedAt",
-    "elapsed",
-    "databaseVersion",
-    "postgresql",
-    "compressions",
-    "filesize",
-    "customerMessage",
-)
-
 # Requests created whose Secret/status write has not succeeded yet, by resource uid.
 _unsaved_requests: dict[str, tuple[int, str]] = {}
-
-_PROGRESS_LINE = re.compile(r"(\d+)/(\d+) bytes")
-
-
-class EventSink(Protocol):
-    """Posts a Kubernetes Event about the resource (messages are redacted by the sink)."""
-
-    def __call__(self, type_: str, reason: str, message: str) -> None: ...
 
 
 def clamp(value: float, low: float, high: float) -> float:
     return max(low, min(high, value))
-
-
-def human_bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
-
-
-def progress_text(done: int, total: int | None) -> str:
-    """`42% (1.2 GiB/3.0 GiB)` for the Progress printer column."""
-    if total:
-        return f"{min(100, done * 100 // total)}% ({human_bytes(done)}/{human_bytes(total)})"
-    return human_bytes(done)
-
-
-def parse_progress_line(log: str) -> tuple[int, int] | None:
-    """(done, total) from the mover's last progress line (`... 123/456 bytes ...`)."""
-    found = _PROGRESS_LINE.findall(log)
-    if not found:
-        return None
-    done, total = found[-1]
-    return int(done), int(total)
-
-
-def platform_status(request: UpgradeRequest, checked_at: str) -> dict[str, Any]:
-    """`.status.platform` for a platform answer: the public view, keys it lacks set to null
-    (a merge patch then removes them), and when it was checked. Never a URL or the key."""
-    view = request.public_view()
-    mirrored: dict[str, Any] = {key: view.get(key) for key in PLATFORM_KEYS}
-    mirrored["lastCheckTime"] = checked_at
-    return mirrored
-
-
-def uploaded_status(result: Mapping[str, Any], transport: str) -> dict[str, Any]:
-    """`.status.upload` once the mover reported success."""
-    size = int(result.get("bytes") or 0)
-    return {
-        "transport": str(result.get("transport") or transport),
-        "bytesDone": size,
-        "bytesTotal": size,
-        "sha256": result.get("sha256"),
-        "attempts": int(result.get("attempts") or 1),
-        "completedAt": cond.now_rfc3339(),
-    }
-
-
-def downloaded_status(result: Mapping[str, Any], path: str) -> dict[str, Any]:
-    """`.status.download` once the mover reported success (the path inside the volume)."""
-    return {
-        "path": path,
-        "bytes": int(result.get("bytes") or 0),
-        "sha256": result.get("sha256"),
-        "completedAt": cond.now_rfc3339(),
-    }
-
-
-def _seconds_since(timestamp: str | None) -> float | None:
-    if not timestamp:
-        return None
-    try:
-        then = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=datetime.UTC
-        )
-    except ValueError:
-        return None
-    return (datetime.datetime.now(datetime.UTC) - then).total_seconds()
-
-
-@dataclass
-class Upgrade:
-    """One `OdooUpgrade` being driven: where it lives, its latest state, how to report."""
-
-    kube: KubeApi
-    namespace: str
-    name: str
-    uid: str
-    events: EventSink
-    obj: dict[str, Any] = field(default_factory=dict)
-    # In memory only to throttle best-effort progress probes; never a source of flow state.
-    last_progress_probe: float = 0.0
-    mover_retries: int = 0  # consecutive failed mover Jobs, for the backoff only
-
-    @property
-    def owner(self) -> Owner:
-        return Owner(self.name, self.namespace, self.uid)
-
-    @property
-    def status(self) -> dict[str, Any]:
-        return dict(self.obj.get("status") or {})
-
-    @property
-    def conditions(self) -> list[dict[str, Any]]:
-        return list(self.status.get("conditions") or [])
-
-    @property
-    def generation(self) -> int | None:
-        value = (self.obj.get("metadata") or {}).get("generation")
-        return int(value) if value is not None else None
-
-    @property
-    def request_id(self) -> int | None:
-        value = self.status.get("requestId")
-        return int(value) if value is not None else None
-
-    async def refresh(self) -> None:
-        """Read the resource from the API server (the truth after any restart)."""
-        self.obj = await self.kube.get_upgrade(self.namespace, self.name)
-        metrics.record_phase(self.uid, self.status.get("phase"))
-
-    async def patch_status(
-        self,
-        *,
-        phase: str | None = None,
-        conditions: list[tuple[str, str, str, str]] = (),  # type: ignore[assignment]
-        **fields: Any,
-    ) -> None:
-        """Merge-patch `.status`: fields, conditions (type, status, reason, message), phase."""
-        patch: dict[str, Any] = dict(fields)
-        if conditions:
-            current = self.conditions
-            for type_, status, reason, message in conditions:
-                current = cond.set_condition(
-                    current, type_, status, reason, redact(message), generation=self.generation
-                )
-            patch["conditions"] = current
-        if phase is not None:
-            patch["phase"] = phase
-        if self.generation is not None:
-            patch["observedGeneration"] = self.generation
-        self.obj = await self.kube.patch_upgrade_status(self.namespace, self.name, patch)
-        metrics.record_phase(self.uid, self.status.get("phase"))
-
-    def event(self, type_: str, reason: str, message: str) -> None:
-        self.events(type_, reason, redact(message))
-
-    async def platform_call(
-        self, spec: UpgradeSpec, method: str, call: Callable[[PlatformClient], Awaitable[T]]
-    ) -> T:
-        """One platform call, counted in the metrics (errors by reason)."""
-        metrics.PLATFORM_CALLS.labels(method=method).inc()
-        try:
-            async with PlatformClient(spec.platform_url) as platform:
-                return await call(platform)
-        except PlatformFailure as failure:
-            for item in failure.failures or [Failure("UNKNOWN", "")]:
-                metrics.PLATFORM_ERRORS.labels(method=method, reason=item.reason).inc()
-            raise
-        except PlatformError as error:
-            metrics.PLATFORM_ERRORS.labels(method=method, reason=type(error).__name__).inc()
-            raise
-
-
-class Waiting(Exception):
-    """Something the flow needs is not there yet; the condition says what. Retry later."""
 
 
 # -- 0. terminal states and failure ----------------------------------------------------------
@@ -752,7 +578,7 @@ async def start_processing(upgrade: Upgrade, spec: UpgradeSpec) -> float:
 async def poll_platform(upgrade: Upgrade, spec: UpgradeSpec) -> float:
     """Every `pollInterval`: mirror the platform's status; Event on a state change."""
     platform = dict(upgrade.status.get("platform") or {})
-    since = _seconds_since(platform.get("lastCheckTime"))
+    since = seconds_since(platform.get("lastCheckTime"))
     if (
         since is not None
         and since < spec.poll_interval

@@ -13,6 +13,7 @@ import kopf
 
 from odoo_upgrade.controller import flow, metrics
 from odoo_upgrade.controller.kube import KubeApi, load_credentials
+from odoo_upgrade.controller.resource import EventSink, Upgrade
 from odoo_upgrade.controller.spec import GROUP, PLURAL, VERSION
 from odoo_upgrade.redact import redact
 
@@ -48,7 +49,7 @@ async def stop_operator(memo: kopf.Memo, **_: Any) -> None:
         await kube.close()
 
 
-def event_sink(body: kopf.Body) -> flow.EventSink:
+def event_sink(body: kopf.Body) -> EventSink:
     def post(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=redact(message))
 
@@ -66,7 +67,7 @@ async def drive_upgrade(
     **_: Any,
 ) -> None:
     """Run the flow of one OdooUpgrade until it is Succeeded or Failed."""
-    upgrade = flow.Upgrade(memo["kube"], namespace or "", name, uid, event_sink(body))
+    upgrade = Upgrade(memo["kube"], namespace or "", name, uid, event_sink(body))
     # Errors are retried inside the flow with backoff; the daemon ends only when the upgrade
     # is final or kopf stops it (deletion, shutdown).
     await flow.run(upgrade, stopped=lambda: bool(stopped))
