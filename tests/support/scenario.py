@@ -290,7 +290,10 @@ class Namespace:
         return cls(kube, name, volume_dir, diagnostics)
 
     def delete(self) -> None:
-        """Delete the namespace without waiting (the namespace controller finishes it)."""
+        """Delete the namespace's OdooUpgrades (waiting, so that the running operator releases
+        its finalizers now rather than a later test's operator meeting them in a terminating
+        namespace), then the namespace without waiting."""
+        self.kube.run("delete", RESOURCE, "--all", "-n", self.name, "--timeout=30s", check=False)
         self.kube.run("delete", "namespace", self.name, "--wait=false", "--ignore-not-found")
 
     def add_contract_secret(
