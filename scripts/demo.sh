@@ -201,7 +201,7 @@ while :; do
   line=$(kc -n "$NAMESPACE" get odooupgrade "$NAME" -o jsonpath="$JSONPATH" 2>/dev/null || true)
   IFS='|' read -r phase state request progress <<<"$line"
   if [ -n "$line" ] && [ "$line" != "$last" ]; then
-    printf '  %s%s%s  %-12s %s%s%s%s\n' "$DIM" "$(date -u +%H:%M:%S)" "$RESET" "${phase:-(none)}" \
+    printf '  %s%s%s  %-12s %s%s%s%s\n' "$DIM" "$(date -u +%H:%M:%S)" "$RESET" "${phase:-Pending}" \
       "${state:+platform: $state}" "${request:+  request #$request}" "${progress:+  $progress}" ""
     last=$line
   fi
