@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from odoo_upgrade.controller import conditions as cond
 from odoo_upgrade.controller import metrics
@@ -112,8 +112,10 @@ async def fail(
 
 async def wait_for(
     upgrade: Upgrade, reason: str, message: str, *, phase: str | None = None
-) -> None:
-    """Record (once) why the flow waits: Ready=False naming the missing object; an Event."""
+) -> NoReturn:
+    """Record (once) why the flow waits: Ready=False naming the missing object; an Event.
+
+    Always raises `Waiting`: the pass ends here and the next one looks again."""
     ready = cond.find_condition(upgrade.conditions, cond.READY)
     unchanged = (
         ready is not None and ready.get("reason") == reason and ready.get("message") == message
@@ -744,7 +746,6 @@ async def reconcile(upgrade: Upgrade) -> float | None:
         await wait_for(
             upgrade, "InvalidSpec", str(error), phase=status.get("phase") or cond.PENDING
         )
-        raise  # unreachable: wait_for raises
     conditions = upgrade.conditions
     started = time.monotonic()
     step = "validate"
