@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import http.server
 import ipaddress
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -402,3 +403,23 @@ async def test_download_goes_through_the_proxy_of_the_environment(
         assert proxy.targets == [url]
     finally:
         proxy.close()
+
+
+async def test_download_bypasses_the_proxy_for_hosts_in_no_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = FileServer(b"direct " * 5000)
+    try:
+        monkeypatch.delenv("http_proxy", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        with socket.socket() as probe:  # a free port: nothing listens there
+            probe.bind(("127.0.0.1", 0))
+            dead_port = probe.getsockname()[1]
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead_port}")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        dest = tmp_path / "upgraded.zip"
+        await download_https(server.url("/upgraded.zip"), dest, retry=FAST)
+        assert dest.read_bytes() == server.content
+        assert server.targets == ["/upgraded.zip"]
+    finally:
+        server.close()

@@ -190,8 +190,9 @@ class RangeGet:
             if total is not None and total == part.size:
                 self._done = True
                 return total
+            refused = part.size
             part.restart()
-            raise IncompleteDownload(f"range {part.size}- refused (HTTP 416); starting over")
+            raise IncompleteDownload(f"range {refused}- refused (HTTP 416); starting over")
         self._done = False
         if status == 206:
             first, total = content_range(response.getheader("content-range"))
