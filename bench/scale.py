@@ -312,7 +312,7 @@ def markdown(result: ScaleResult) -> str:
         ("`create` per resource", f"{result.creates_per_resource}"),
         ("platform calls per resource", calls),
         (
-            "`status` calls expected per resource (elapsed / pollInterval + 1)",
+            "`status` calls expected per resource (processing / pollInterval + 2)",
             f"{result.status_calls_expected_per_resource}",
         ),
         ("operator peak RSS", f"{result.operator_peak_rss_mib} MiB"),
