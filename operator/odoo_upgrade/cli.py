@@ -270,9 +270,10 @@ def cli(ctx: click.Context, platform_url: str, verbose: bool) -> None:
 @click.option(
     "--sftp-threshold",
     type=ByteSize(),
-    default="512MiB",
+    default="1GiB",
     show_default=True,
-    help="Size above which auto picks SFTP (e.g. 512MiB, 2GiB, or bytes).",
+    help="Size above which auto picks SFTP (e.g. 512MiB, 2GiB, or bytes); the operator's "
+    "spec.sftp.thresholdBytes has the same default.",
 )
 @click.option(
     "--output",

@@ -30,12 +30,12 @@ import click
 from odoo_upgrade.platform import PlatformError, PlatformFailure, SftpAccess
 from odoo_upgrade.platform.client import PlatformClient
 from odoo_upgrade.redact import install_log_redaction, redact, register_secret
+from odoo_upgrade.transport import DEFAULT_SFTP_THRESHOLD_BYTES
 
 EXIT_TRANSIENT = 1
 EXIT_PERMANENT = 2
 TERMINATION_MESSAGE_LIMIT = 4000  # the kubelet keeps at most 4096 bytes
 PROGRESS_EVERY_SECONDS = 2.0
-DEFAULT_SFTP_THRESHOLD_BYTES = 1024**3
 
 SOURCE_NOT_FOUND = "SourceNotFound"
 DESTINATION_EXISTS = "DestinationExists"

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from odoo_upgrade.transport import DEFAULT_SFTP_THRESHOLD_BYTES
+
 GROUP = "upgrade.odoo-operator.io"
 VERSION = "v1alpha1"
 PLURAL = "odooupgrades"
@@ -20,7 +22,6 @@ KIND = "OdooUpgrade"
 
 DEFAULT_PLATFORM_URL = "https://upgrade.odoo.com"
 DEFAULT_POLL_INTERVAL = 60.0
-DEFAULT_SFTP_THRESHOLD_BYTES = 1024**3
 AIMS = ("test", "production")
 FORMATS = ("archive", "sql")
 TRANSPORTS = ("auto", "https", "sftp")
