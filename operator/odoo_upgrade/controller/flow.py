@@ -36,7 +36,7 @@ from odoo_upgrade.controller.jobs import (
 )
 from odoo_upgrade.controller.kube import AlreadyExists, KubeApi, NotFound, decode_secret
 from odoo_upgrade.controller.resource import Upgrade, Waiting
-from odoo_upgrade.controller.spec import SpecError, UpgradeSpec, parse_spec
+from odoo_upgrade.controller.spec import SpecError, UpgradeSpec, parse_duration, parse_spec
 from odoo_upgrade.controller.status import (
     downloaded_status,
     human_bytes,
@@ -786,8 +786,6 @@ def waiting_interval(upgrade: Upgrade) -> float:
     """How soon to look again at a resource that waits for a missing object."""
     poll = (upgrade.obj.get("spec") or {}).get("platform", {}).get("pollInterval")
     try:
-        from odoo_upgrade.controller.spec import parse_duration
-
         seconds = parse_duration(poll) if isinstance(poll, str) else 60.0
     except SpecError:
         seconds = 60.0
@@ -798,8 +796,8 @@ async def run(upgrade: Upgrade, stopped: Callable[[], bool]) -> None:
     """Drive one upgrade pass after pass until it is final or the operator stops driving it.
 
     A pass is shielded from cancellation: a `create` answer must reach the Secret even when the
-    operator is asked to stop at that moment. Transient platform errors propagate (the caller
-    retries with backoff); permanent ones fail the upgrade.
+    operator is asked to stop at that moment. Transient errors (platform or API server) are
+    retried here with bounded, jittered backoff; permanent platform failures fail the upgrade.
     """
     troubles = 0  # consecutive passes that failed, for the backoff only
     while not stopped():
