@@ -1,23 +1,17 @@
-"""HTTPS upload (streamed body, whole retry) and download (Range resume) of dumps."""
+"""HTTPS upload (whole file, whole retry) and download (Range resume) of dumps."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
-
-import httpx
+from urllib.parse import urlencode
 
 from odoo_upgrade.platform.client import (
     checked_base_url,
     is_transient,
-    parse_answer,
-    transport_error,
 )
 from odoo_upgrade.platform.errors import (
     PlatformError,
@@ -27,52 +21,35 @@ from odoo_upgrade.platform.errors import (
 from odoo_upgrade.platform.retry import RetryPolicy, retry_async
 from odoo_upgrade.redact import redact, register_secret
 from odoo_upgrade.transfer.errors import SizeMismatch, TransferUnavailable
+from odoo_upgrade.transfer.file_post import FilePost
 from odoo_upgrade.transfer.part_file import PartFile
 from odoo_upgrade.transfer.range_get import IncompleteDownload, RangeGet
 from odoo_upgrade.transfer.results import ProgressCallback, TransferResult
 
 log = logging.getLogger("odoo_upgrade.transfer")
 
-# 1 MiB chunks: per-chunk Python work stays negligible, memory stays small (two in flight,
-# and glibc keeps freed buffers of threads' arenas: bigger chunks raise peak RSS).
-CHUNK = 1024 * 1024
-# After the body is sent the platform may inspect the dump before answering.
-UPLOAD_TIMEOUT = httpx.Timeout(connect=15.0, read=900.0, write=120.0, pool=15.0)
 
+async def _upload_once(url: str, source: Path, size: int, progress: ProgressCallback | None) -> str:
+    """One POST of the whole file in a worker thread; its sha256 once the platform took it.
 
-def _hash_and_read(hasher: hashlib._Hash, chunk: bytes, file: BinaryIO, size: int) -> bytes:
-    hasher.update(chunk)
-    return file.read(size)
+    Progress is reported on the event loop's thread, as the callers expect. If this coroutine
+    is cancelled, the thread is stopped (its socket closed) and waited for.
+    """
+    loop = asyncio.get_running_loop()
 
+    def report(done: int, total: int | None) -> None:
+        if progress is not None:
+            loop.call_soon_threadsafe(progress, done, total)
 
-async def _file_body(
-    path: Path, size: int, hasher: hashlib._Hash, progress: ProgressCallback | None
-) -> AsyncIterator[bytes]:
-    """The file in CHUNK pieces; hashing one and reading the next overlap its sending."""
-    sent = 0
-    file = await asyncio.to_thread(open, path, "rb")
-    ahead: asyncio.Future[bytes] | None = None
+    request = FilePost(url, source, size, report)
+    running = asyncio.ensure_future(asyncio.to_thread(request.run))
     try:
-        chunk = await asyncio.to_thread(file.read, min(CHUNK, size))
-        while chunk:
-            next_size = min(CHUNK, size - sent - len(chunk))
-            ahead = asyncio.ensure_future(
-                asyncio.to_thread(_hash_and_read, hasher, chunk, file, next_size)
-            )
-            yield chunk
-            sent += len(chunk)
-            if progress:
-                progress(sent, size)
-            chunk = await ahead
-            ahead = None
-    finally:
-        # The thread may still be reading: let it finish before the file closes.
-        if ahead is not None:
-            with contextlib.suppress(Exception):
-                await ahead
-        file.close()
-    if sent != size:
-        raise SizeMismatch(f"upload: {path} changed while being sent ({sent} of {size} bytes)")
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        request.abort()
+        with contextlib.suppress(Exception):
+            await running
+        raise
 
 
 async def upload_https(
@@ -86,6 +63,9 @@ async def upload_https(
 ) -> TransferResult:
     """POST the dump to `<base>/database/v1/upload`, streamed from disk in constant memory.
 
+    The body goes in 4 MiB blocks over a blocking `http.client` connection in a worker thread
+    (`transfer/file_post.py`); `progress` is called on the event loop's thread.
+
     The platform cannot resume an HTTP upload, so a transient failure resends the whole file.
     Raises `PlatformFailure` for failures in the answer, `PlatformUnavailable` when the
     attempts run out.
@@ -93,37 +73,24 @@ async def upload_https(
     register_secret(key)
     source = Path(path)
     size = (await asyncio.to_thread(source.stat)).st_size
-    url = f"{checked_base_url(base_url)}/database/v1/upload"
-    params = {"request": str(request_id), "key": key}
-    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+    query = urlencode({"request": str(request_id), "key": key})
+    url = f"{checked_base_url(base_url)}/database/v1/upload?{query}"
 
-    async with httpx.AsyncClient(timeout=UPLOAD_TIMEOUT) as http:
-
-        async def once() -> str:
-            hasher = hashlib.sha256()
-            try:
-                response = await http.post(
-                    url,
-                    params=params,
-                    headers=headers,
-                    content=_file_body(source, size, hasher, progress),
-                )
-            except httpx.TransportError as exc:
-                raise transport_error("upload", exc) from None
-            finally:
-                log.debug("platform upload request=%s", request_id)
-            parse_answer("upload", response.status_code, response.content)
-            return hasher.hexdigest()
-
-        policy = retry or RetryPolicy()
+    async def once() -> str:
         try:
-            digest, attempts = await retry_async(policy, once, retryable=is_transient)
-        except PlatformFailure as exc:
-            if exc.transient:
-                raise PlatformServerError(
-                    f"{exc} (still failing after {policy.attempts} attempts)"
-                ) from None
-            raise
+            return await _upload_once(url, source, size, progress)
+        finally:
+            log.debug("platform upload request=%s", request_id)
+
+    policy = retry or RetryPolicy()
+    try:
+        digest, attempts = await retry_async(policy, once, retryable=is_transient)
+    except PlatformFailure as exc:
+        if exc.transient:
+            raise PlatformServerError(
+                f"{exc} (still failing after {policy.attempts} attempts)"
+            ) from None
+        raise
     return TransferResult(bytes=size, sha256=digest, attempts=attempts)
 
 

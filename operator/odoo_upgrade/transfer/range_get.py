@@ -9,41 +9,30 @@ dropped is kept in the part file, so the next attempt resumes after it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
 import re
 import socket
-import ssl
 import threading
-import urllib.request
 from collections.abc import Callable
 from typing import Final
-from urllib.parse import SplitResult, unquote, urljoin, urlsplit
-
-import httpx
+from urllib.parse import urljoin, urlsplit
 
 from odoo_upgrade.platform.client import parse_answer
 from odoo_upgrade.platform.errors import PlatformProtocolError, PlatformServerError
 from odoo_upgrade.transfer.errors import RemoteRefused, TransferError
+from odoo_upgrade.transfer.http_connection import unopened_connection
 from odoo_upgrade.transfer.part_file import PartFile
 
 # 4 MiB per write and hash: per-buffer Python work is negligible, and the buffer is the only
 # large allocation (it is reused for the whole body).
 BUFFER_SIZE: Final = 4 * 1024 * 1024
-CONNECT_TIMEOUT: Final = 15.0
 # Longest silence tolerated while waiting for the answer or the next bytes of the body.
 READ_TIMEOUT: Final = 120.0
 MAX_REDIRECTS: Final = 20
 ERROR_BODY_LIMIT: Final = 64 * 1024
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
-
-
-def tls_context() -> ssl.SSLContext:
-    """A verifying TLS context with the trust of the platform client (httpx): certifi's CAs,
-    or SSL_CERT_FILE / SSL_CERT_DIR when set. Built per attempt: it takes milliseconds."""
-    return httpx.create_ssl_context()
 
 
 class IncompleteDownload(Exception):
@@ -58,55 +47,6 @@ def content_range(value: str | None) -> tuple[int | None, int | None]:
     first = int(match.group(1)) if match.group(1) else None
     total = int(match.group(3)) if match.group(3) != "*" else None
     return first, total
-
-
-def _proxy_for(target: SplitResult) -> SplitResult | None:
-    """The proxy from HTTPS_PROXY / HTTP_PROXY / ALL_PROXY unless NO_PROXY exempts the host
-    (httpx, which the rest of the operator uses, honours the same variables)."""
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(target.scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass(target.hostname or ""):
-        return None
-    return urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-
-
-def _connection(target: SplitResult) -> tuple[http.client.HTTPConnection, str]:
-    """An unopened connection to `target` (through its proxy, if any) and the request target."""
-    if target.scheme not in ("https", "http") or not target.hostname:
-        raise TransferError(
-            f"download URL must be an https:// (or http://) URL with a host, got scheme "
-            f"{target.scheme!r}"
-        )
-    path = (target.path or "/") + (f"?{target.query}" if target.query else "")
-    default_port = 443 if target.scheme == "https" else 80
-    host, port = target.hostname, target.port or default_port
-    proxy = _proxy_for(target)
-    connection: http.client.HTTPConnection
-    if proxy is None:
-        if target.scheme == "https":
-            connection = http.client.HTTPSConnection(
-                host, port, timeout=CONNECT_TIMEOUT, context=tls_context()
-            )
-        else:
-            connection = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT)
-        return connection, path
-    proxy_headers = {}
-    if proxy.username is not None:
-        credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
-        proxy_headers["Proxy-Authorization"] = (
-            "Basic " + base64.b64encode(credentials.encode()).decode()
-        )
-    proxy_host, proxy_port = proxy.hostname or "", proxy.port or 80
-    if target.scheme == "http":
-        # A plain-HTTP proxy takes the absolute URL as the request target.
-        connection = http.client.HTTPConnection(proxy_host, proxy_port, timeout=CONNECT_TIMEOUT)
-        return connection, f"http://{target.netloc.rpartition('@')[2]}{path}"
-    # https through the proxy: CONNECT tunnel, then TLS verified against the real host.
-    connection = http.client.HTTPSConnection(
-        proxy_host, proxy_port, timeout=CONNECT_TIMEOUT, context=tls_context()
-    )
-    connection.set_tunnel(host, port, headers=proxy_headers)
-    return connection, path
 
 
 class RangeGet:
@@ -153,7 +93,10 @@ class RangeGet:
 
     def _attempt(self, url: str) -> str | None:
         """One request; the redirect location, or None once the body was received."""
-        connection, target = _connection(urlsplit(url))
+        try:
+            connection, target = unopened_connection(urlsplit(url))
+        except ValueError as exc:
+            raise TransferError(f"download: {exc}") from None
         response: http.client.HTTPResponse | None = None
         try:
             headers = {"Accept-Encoding": "identity"}
