@@ -423,3 +423,99 @@ async def test_download_bypasses_the_proxy_for_hosts_in_no_proxy(
         assert server.targets == ["/upgraded.zip"]
     finally:
         server.close()
+
+
+# -- uploads to a server of our own: TLS trust, and cancelling ------------------------------
+
+
+class UploadServer:
+    """Takes one POSTed body on 127.0.0.1 and answers `{"request": {}}`; optionally over TLS,
+    and optionally never answering (until closed) once the body has arrived."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None, answer: bool = True) -> None:
+        self.bodies: list[bytes] = []
+        self.received = threading.Event()
+        self._closing = threading.Event()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                server.bodies.append(body)
+                server.received.set()
+                if not answer:
+                    server._closing.wait(30)
+                    return
+                reply = b'{"request": {}}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._closing.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+async def test_upload_over_https_to_a_trusted_server_sends_the_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context, cert_path = self_signed_tls(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))
+    server = UploadServer(tls=context)
+    try:
+        dump = write_sample_dump(tmp_path / "db.dump", size=DUMP_SIZE)
+        result = await upload_https(server.url, 7, "Aw7pItGVKFuZ_FOR3U8VFQ==", dump, retry=FAST)
+        assert server.bodies == [dump.read_bytes()]
+        assert (result.bytes, result.sha256) == (dump.stat().st_size, sha256(dump.read_bytes()))
+    finally:
+        server.close()
+
+
+async def test_upload_refuses_a_certificate_it_does_not_trust_without_showing_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context, _ = self_signed_tls(tmp_path)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    server = UploadServer(tls=context)
+    try:
+        dump = write_sample_dump(tmp_path / "db.dump", size=16 * 1024)
+        with pytest.raises(PlatformUnavailable) as caught:
+            await upload_https(server.url, 7, "Aw7pItGVKFuZ_FOR3U8VFQ==", dump, retry=FAST)
+        assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+        assert "Aw7pItGVKFuZ_FOR3U8VFQ==" not in str(caught.value)
+        assert server.bodies == []
+    finally:
+        server.close()
+
+
+async def test_upload_cancelled_while_awaiting_the_answer_stops_at_once(tmp_path: Path) -> None:
+    server = UploadServer(answer=False)
+    try:
+        dump = write_sample_dump(tmp_path / "db.dump", size=DUMP_SIZE)
+        task = asyncio.ensure_future(
+            upload_https(server.url, 7, "Aw7pItGVKFuZ_FOR3U8VFQ==", dump, retry=FAST)
+        )
+        assert await asyncio.to_thread(server.received.wait, 30)
+        task.cancel()
+        # The worker thread is stopped rather than left waiting up to 15 minutes.
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 30)
+        assert server.bodies == [dump.read_bytes()]
+    finally:
+        server.close()
