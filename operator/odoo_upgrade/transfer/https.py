@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol, TypeVar
 from urllib.parse import urlencode
 
 from odoo_upgrade.platform.client import (
@@ -28,12 +30,24 @@ from odoo_upgrade.transfer.results import ProgressCallback, TransferResult
 
 log = logging.getLogger("odoo_upgrade.transfer")
 
+T = TypeVar("T", covariant=True)
 
-async def _upload_once(url: str, source: Path, size: int, progress: ProgressCallback | None) -> str:
-    """One POST of the whole file in a worker thread; its sha256 once the platform took it.
 
-    Progress is reported on the event loop's thread, as the callers expect. If this coroutine
-    is cancelled, the thread is stopped (its socket closed) and waited for.
+class BlockingTransfer(Protocol[T]):
+    """A transfer that runs blocking in a worker thread and can be stopped from another one."""
+
+    def run(self) -> T: ...
+
+    def abort(self) -> None: ...
+
+
+async def run_in_worker(
+    make: Callable[[ProgressCallback], BlockingTransfer[T]], progress: ProgressCallback | None
+) -> T:
+    """Run a blocking transfer in a worker thread, reporting progress on the loop's thread.
+
+    If this coroutine is cancelled, the transfer is aborted (its socket closed) and waited for,
+    so that nothing it writes to (a part file) is closed under its feet.
     """
     loop = asyncio.get_running_loop()
 
@@ -41,15 +55,20 @@ async def _upload_once(url: str, source: Path, size: int, progress: ProgressCall
         if progress is not None:
             loop.call_soon_threadsafe(progress, done, total)
 
-    request = FilePost(url, source, size, report)
-    running = asyncio.ensure_future(asyncio.to_thread(request.run))
+    transfer = make(report)
+    running = asyncio.ensure_future(asyncio.to_thread(transfer.run))
     try:
         return await asyncio.shield(running)
     except asyncio.CancelledError:
-        request.abort()
+        transfer.abort()
         with contextlib.suppress(Exception):
             await running
         raise
+
+
+async def _upload_once(url: str, source: Path, size: int, progress: ProgressCallback | None) -> str:
+    """One POST of the whole file; its sha256 once the platform took it."""
+    return await run_in_worker(lambda report: FilePost(url, source, size, report), progress)
 
 
 async def upload_https(
@@ -95,26 +114,8 @@ async def upload_https(
 
 
 async def _download_once(url: str, part: PartFile, progress: ProgressCallback | None) -> int:
-    """One GET from `part.size` on, in a worker thread; the total size once complete.
-
-    Progress is reported on the event loop's thread, as the callers expect. If this coroutine
-    is cancelled, the thread is stopped and waited for before the part file may be closed.
-    """
-    loop = asyncio.get_running_loop()
-
-    def report(done: int, total: int | None) -> None:
-        if progress is not None:
-            loop.call_soon_threadsafe(progress, done, total)
-
-    request = RangeGet(url, part, report)
-    running = asyncio.ensure_future(asyncio.to_thread(request.run))
-    try:
-        return await asyncio.shield(running)
-    except asyncio.CancelledError:
-        request.abort()
-        with contextlib.suppress(Exception):
-            await running
-        raise
+    """One GET from `part.size` on; the total size once complete."""
+    return await run_in_worker(lambda report: RangeGet(url, part, report), progress)
 
 
 async def download_https(
