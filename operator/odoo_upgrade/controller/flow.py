@@ -110,6 +110,19 @@ async def fail(
     logger.warning("%s/%s failed: %s", upgrade.namespace, upgrade.name, redact(message))
 
 
+async def fail_refused(
+    upgrade: Upgrade, failure: PlatformFailure, reason: str, condition_type: str, what: str
+) -> None:
+    """Failed because the platform said no: its failures, as sent, in status and conditions."""
+    await fail(
+        upgrade,
+        reason,
+        f"the platform refused {what}: " + "; ".join(f.describe() for f in failure.failures),
+        condition_type=condition_type,
+        failures=failure.failures,
+    )
+
+
 async def wait_for(
     upgrade: Upgrade, reason: str, message: str, *, phase: str | None = None
 ) -> NoReturn:
@@ -259,14 +272,7 @@ async def create_request(upgrade: Upgrade, spec: UpgradeSpec, contract: str) -> 
     except PlatformFailure as failure:
         if failure.transient:
             raise
-        await fail(
-            upgrade,
-            "RequestRefused",
-            "the platform refused the request: "
-            + "; ".join(f.describe() for f in failure.failures),
-            condition_type=cond.REQUEST_CREATED,
-            failures=failure.failures,
-        )
+        await fail_refused(upgrade, failure, "RequestRefused", cond.REQUEST_CREATED, "the request")
         return 0
     except PlatformError as error:
         if platform_surely_did_not_act(error):
@@ -553,14 +559,7 @@ async def start_processing(upgrade: Upgrade, spec: UpgradeSpec) -> float:
         except PlatformFailure as failure:
             if failure.transient:
                 raise
-            await fail(
-                upgrade,
-                "ProcessRefused",
-                "the platform refused to process: "
-                + "; ".join(f.describe() for f in failure.failures),
-                condition_type=cond.PROCESSED,
-                failures=failure.failures,
-            )
+            await fail_refused(upgrade, failure, "ProcessRefused", cond.PROCESSED, "to process")
             return 0
         current = await upgrade.platform_call(spec, "status", lambda p: p.status(request_id, key))
     message = f"processing requested (platform state {current.state})"
