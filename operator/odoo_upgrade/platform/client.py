@@ -25,12 +25,16 @@ from odoo_upgrade.platform.errors import (
     PlatformProtocolError,
     PlatformServerError,
     PlatformUnavailable,
+    platform_surely_did_not_act,
 )
 from odoo_upgrade.platform.models import SftpAccess, UpgradeRequest
 from odoo_upgrade.platform.retry import RetryPolicy, retry_async
 from odoo_upgrade.redact import redact, redact_library_loggers, register_secret
+from odoo_upgrade.request.platform import DEFAULT_PLATFORM_URL
 
-DEFAULT_BASE_URL = "https://upgrade.odoo.com"
+DEFAULT_BASE_URL = DEFAULT_PLATFORM_URL
+# Answers are small JSON objects; a peer that sends more is broken or hostile.
+MAX_ANSWER_BYTES = 1024 * 1024
 
 log = logging.getLogger("odoo_upgrade.platform")
 
@@ -63,7 +67,9 @@ def parse_answer(method: str, status_code: int, body: bytes) -> dict[str, Any]:
     if isinstance(failures, list) and failures:
         raise PlatformFailure(method, [_redacted_failure(f) for f in failures])
     if status_code >= 500 or status_code == 429:
-        raise PlatformServerError(f"{method}: the platform answered HTTP {status_code}")
+        raise PlatformServerError(
+            f"{method}: the platform answered HTTP {status_code}", status_code=status_code
+        )
     if not isinstance(data, dict):
         raise PlatformProtocolError(
             f"{method}: expected a JSON object, got HTTP {status_code} "
@@ -91,11 +97,16 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, PlatformError) and exc.transient
 
 
-def platform_surely_did_not_act(exc: BaseException) -> bool:
-    """Whether a failed `create` may be sent again without risking a second request."""
-    if isinstance(exc, PlatformNotReached | PlatformServerError):
-        return True
-    return isinstance(exc, PlatformFailure) and exc.transient
+async def read_capped(method: str, response: httpx.Response) -> bytes:
+    """The body of an answer, refused beyond `MAX_ANSWER_BYTES`."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise PlatformProtocolError(
+                f"{method}: the answer exceeds {MAX_ANSWER_BYTES} bytes; refusing to read more"
+            )
+    return bytes(body)
 
 
 def checked_base_url(base_url: str) -> str:
@@ -268,9 +279,10 @@ class PlatformClient:
         files: dict[str, tuple[str, bytes, str]] | None,
     ) -> dict[str, Any]:
         try:
-            response = await self._http.post(
-                self.method_url(method), data=data, params=params, files=files
-            )
+            async with self._http.stream(
+                "POST", self.method_url(method), data=data, params=params, files=files
+            ) as response:
+                body = await read_capped(method, response)
         except httpx.TransportError as exc:
             raise transport_error(method, exc) from None
-        return parse_answer(method, response.status_code, response.content)
+        return parse_answer(method, response.status_code, body)

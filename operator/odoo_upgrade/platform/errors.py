@@ -101,4 +101,24 @@ class PlatformNotReached(PlatformUnavailable):
 
 
 class PlatformServerError(PlatformUnavailable):
-    """The platform answered 5xx (or 429) without a `failures` list: it said it did not act."""
+    """The platform answered 5xx (or 429) without a `failures` list, or kept saying
+    `SERVER:ERROR`. `status_code` is None for the latter (the platform's own word)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+# Answers that say the server did not act on the request: 503 (unavailable) and 429 (rate
+# limited) come from the server itself. A 502/504 comes from a gateway that may have passed
+# the request on before the upstream answer was lost; a 500 may come after acting.
+NOT_ACTED_STATUSES = frozenset({503, 429})
+
+
+def platform_surely_did_not_act(exc: BaseException) -> bool:
+    """Whether a failed `create` may be sent again without risking a second request."""
+    if isinstance(exc, PlatformNotReached):
+        return True
+    if isinstance(exc, PlatformServerError):
+        return exc.status_code is None or exc.status_code in NOT_ACTED_STATUSES
+    return isinstance(exc, PlatformFailure) and exc.transient

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# States in which the platform is still working on the request; anything unknown counts too.
-FINAL_STATES = frozenset({"done", "delivered", "invalid"})
-SUCCESS_STATES = frozenset({"done", "delivered"})
+from odoo_upgrade.request.states import V1_STATES, StateClass
 
 
 def _opt_str(value: Any) -> str | None:
@@ -88,11 +86,11 @@ class UpgradeRequest:
     @property
     def in_progress(self) -> bool:
         """Unknown states count as still in progress (DESIGN.md §1)."""
-        return self.state not in FINAL_STATES
+        return not V1_STATES.is_final(self.state)
 
     @property
     def succeeded(self) -> bool:
-        return self.state in SUCCESS_STATES
+        return V1_STATES.classify(self.state) is StateClass.SUCCEEDED
 
     def public_view(self) -> dict[str, Any]:
         """What may be shown in `.status.platform`: no key, no URL (they embed the key)."""
@@ -132,3 +130,13 @@ class SftpAccess:
             request_id=int(data["request_id"]),
             sample_command=_opt_str(data.get("sample_command")),
         )
+
+    def to_json(self) -> dict[str, Any]:
+        """The answer's fields as the platform names them (what the request Secret keeps)."""
+        return {
+            "hostname": self.hostname,
+            "sftp_port": self.port,
+            "sftp_user": self.user,
+            "shared_file": self.shared_file,
+            "request_id": self.request_id,
+        }

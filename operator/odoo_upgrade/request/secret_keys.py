@@ -1,0 +1,17 @@
+"""Key names of the request Secret `<name>-request` (docs/INTERNALS.md).
+
+The operator writes them; the mover reads them as files of the mounted Secret; the CLI keeps
+the same values in its state file. `key` (v1) and `token` (upgrade/request) are the request's
+only secrets after `create`, with the SSH private key.
+"""
+
+from __future__ import annotations
+
+REQUEST_ID = "requestId"
+KEY = "key"
+TOKEN = "token"  # noqa: S105
+ASSIGNED_HOST = "assignedHost"
+SSH_PRIVATE_KEY = "ssh-privatekey"
+SSH_PUBLIC_KEY = "ssh-publickey"
+SFTP_ACCESS = "sftp-access"  # JSON of the `request_sftp_access` answer
+SFTP_HOST_KEY = "sftp-host-key"  # "<type> <base64>": pinned, or recorded on first use
