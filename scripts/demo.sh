@@ -135,8 +135,10 @@ ok "CRD established"
 METRICS_PORT=$(free_port)
 LIVENESS_PORT=$(free_port)
 : >"$DEMO/operator.log"
+# The operator contacts only the platform URLs it is told to trust: here, the emulator.
 "$ROOT/.venv/bin/odoo-upgrade" operator --all-namespaces \
   --metrics-port "$METRICS_PORT" --liveness "http://127.0.0.1:$LIVENESS_PORT/healthz" \
+  --allowed-platform-url "$EMULATOR_URL" \
   >>"$DEMO/operator.log" 2>&1 </dev/null &
 OPERATOR_PID=$!
 for _ in $(seq 1 200); do

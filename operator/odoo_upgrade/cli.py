@@ -28,6 +28,7 @@ import click
 from odoo_upgrade import __version__
 from odoo_upgrade.cli_errors import EXIT_CODES_HELP, UsageProblem, exit_on_errors
 from odoo_upgrade.redact import install_log_redaction, redact, register_secret
+from odoo_upgrade.request.platform import DEFAULT_PLATFORM_URL
 
 if TYPE_CHECKING:
     from odoo_upgrade.platform.client import PlatformClient
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-DEFAULT_PLATFORM_URL = "https://upgrade.odoo.com"
 MIB = 1024 * 1024
 log = logging.getLogger("odoo_upgrade.cli")
 
@@ -371,7 +371,8 @@ def run(
 
 
 def print_run_summary(data: dict[str, Any]) -> None:
-    from odoo_upgrade.progress import format_bytes, format_duration
+    from odoo_upgrade.progress import format_duration
+    from odoo_upgrade.request.progress import format_bytes
 
     def size(value: int | None) -> str:
         return "-" if value is None else f"{format_bytes(value)} ({value} bytes)"
@@ -539,26 +540,17 @@ async def upload_sftp_step(
     host_key: str | None,
     progress: Callable[[int, int | None], None],
 ) -> TransferResult:
+    from odoo_upgrade.request.sftp_grant import grant_sftp_access, host_key_check
     from odoo_upgrade.runflow import run_in_daemon_thread
-    from odoo_upgrade.transfer import (
-        HostKeyCheck,
-        generate_ssh_keypair,
-        upload_sftp,
-    )
+    from odoo_upgrade.transfer import upload_sftp
 
-    pair = generate_ssh_keypair()
-    register_secret(pair.private_pem)
-    access = await with_client(
-        url, lambda client: client.request_sftp_access(request_id, key, pair.public_line + "\n")
-    )
+    grant = await with_client(url, lambda client: grant_sftp_access(client, request_id, key))
     # Without --host-key: trust the key the server shows first (and pin it for reconnections).
-    check = (
-        HostKeyCheck(pinned=host_key)
-        if host_key
-        else HostKeyCheck(on_first_use=accept_first_host_key)
-    )
+    check = host_key_check(host_key, None, accept_first_host_key)
     return await run_in_daemon_thread(
-        lambda: upload_sftp(access, pair.private_pem, dump, host_key=check, progress=progress)
+        lambda: upload_sftp(
+            grant.access, grant.keypair.private_pem, dump, host_key=check, progress=progress
+        )
     )
 
 
@@ -736,7 +728,9 @@ def download(
             raise click.ClickException(
                 f"request {request_id} is `{request.state}`: nothing to download yet"
             )
-        url = request.upgraded_sql_url if fmt == "sql" else request.upgraded_dump_url
+        from odoo_upgrade.request.upgraded import upgraded_url
+
+        url = upgraded_url(request, fmt)
         if not url:
             raise click.ClickException(f"the platform offers no {fmt} download for {request_id}")
         progress = TransferProgress("download", enabled=not no_progress)

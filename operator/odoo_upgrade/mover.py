@@ -2,87 +2,84 @@
 
 A mover knows nothing of kopf or the Kubernetes API (its pod has no token). It reads the request
 from the files of the mounted request Secret, moves one dump with `odoo_upgrade.transfer`, prints
-progress lines to its log, and reports its result as JSON in the termination message:
+progress lines to its log (`request.progress`), and reports its result as JSON in the
+termination message (`request.mover_result`):
 
-    {"bytes": n, "sha256": hex, "attempts": n, "transport": t}     success, exit 0
-    {"error": "...", "reason": "..."}                              failure, exit 1 or 2
+    {"bytes": n, "sha256": hex, "attempts": n, "transport": t}          success, exit 0
+    {"error": "...", "reason": "...", "transient": bool}                failure, exit 1 or 2
 
-Exit 1: another pod may succeed (network, platform unavailable); the Job retries.
-Exit 2: another pod would fail the same way (source missing, destination exists, refused by
-the platform); the Job's podFailurePolicy fails the Job at once and the operator decides.
+`transient` tells the operator whether a later attempt may succeed. Exit 1: another pod may
+succeed at once (network, platform unavailable), the Job retries; exit 2: another pod would
+fail the same way (source missing, destination exists, refused by the platform), the Job's
+podFailurePolicy fails the Job at once and the operator decides.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-from odoo_upgrade.platform import PlatformError, PlatformFailure, SftpAccess
-from odoo_upgrade.platform.client import PlatformClient
+from odoo_upgrade.platform import PlatformError, PlatformFailure
+from odoo_upgrade.platform.v1 import DatabaseV1
 from odoo_upgrade.redact import install_log_redaction, redact, register_secret
-from odoo_upgrade.transport import DEFAULT_SFTP_THRESHOLD_BYTES
+from odoo_upgrade.request.mover_result import (
+    DESTINATION_EXISTS,
+    EXIT_PERMANENT,
+    EXIT_RETRY_POD,
+    INTERRUPTED,
+    MOVER_CRASHED,
+    NOT_READY,
+    SOURCE_NOT_FOUND,
+    MoverResult,
+    termination_text,
+)
+from odoo_upgrade.request.platform import RequestRef
+from odoo_upgrade.request.progress import ProgressLine
+from odoo_upgrade.request.sftp_grant import host_key_check
+from odoo_upgrade.request.stored import StoredRequest, StoredRequestUnreadable
+from odoo_upgrade.request.transport import (
+    DEFAULT_SFTP_THRESHOLD_BYTES,
+    Transport,
+    choose_transport,
+)
+from odoo_upgrade.request.upgraded import UpgradedFormat, upgraded_url
 
-EXIT_TRANSIENT = 1
-EXIT_PERMANENT = 2
-TERMINATION_MESSAGE_LIMIT = 4000  # the kubelet keeps at most 4096 bytes
 PROGRESS_EVERY_SECONDS = 2.0
-
-SOURCE_NOT_FOUND = "SourceNotFound"
-DESTINATION_EXISTS = "DestinationExists"
 
 
 class MoverFailure(Exception):
-    """A failure with the reason the operator acts on and whether a retry can help."""
+    """A failure with the reason the operator acts on and whether a later attempt may help.
+
+    `retry_pod`: whether another pod may succeed at once (exit 1) rather than only a later
+    attempt after something changed (exit 2); by default the same as `transient`.
+    """
 
     def __init__(
-        self, reason: str, message: str, *, transient: bool, extra: dict[str, Any] | None = None
+        self,
+        reason: str,
+        message: str,
+        *,
+        transient: bool,
+        retry_pod: bool | None = None,
+        failures: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.transient = transient
-        self.extra = extra or {}
-
-
-@dataclass(frozen=True)
-class RequestFiles:
-    """The request Secret as mounted: one file per key."""
-
-    request_id: int
-    key: str
-    directory: Path
-
-    def optional(self, name: str) -> str | None:
-        path = self.directory / name
-        return path.read_text() if path.is_file() else None
-
-    @classmethod
-    def read(cls, directory: Path) -> RequestFiles:
-        try:
-            request_id = int((directory / "requestId").read_text().strip())
-            key = (directory / "key").read_text().strip()
-        except (OSError, ValueError) as exc:
-            raise MoverFailure(
-                "RequestSecretUnreadable",
-                f"request Secret files unreadable in {directory} ({type(exc).__name__}): "
-                "expected files 'requestId' and 'key'",
-                transient=False,
-            ) from None
-        register_secret(key)
-        return cls(request_id, key, directory)
+        self.retry_pod = transient if retry_pod is None else retry_pod
+        self.failures = failures or []
 
 
 class ProgressPrinter:
-    """Prints `<verb>: <done>/<total> bytes (<pct>%)` at most every couple of seconds."""
+    """Prints a progress line (`request.progress`) at most every couple of seconds."""
 
     def __init__(self, verb: str, total: int | None = None) -> None:
         self.verb = verb
@@ -95,22 +92,26 @@ class ProgressPrinter:
         if now - self._last < PROGRESS_EVERY_SECONDS and (total is None or done < total):
             return
         self._last = now
-        if total:
-            percent = min(100, done * 100 // total) if total else 100
-            click.echo(f"{self.verb}: {done}/{total} bytes ({percent}%)")
-        else:
-            click.echo(f"{self.verb}: {done} bytes")
+        click.echo(ProgressLine(self.verb, done, total).render())
 
 
-def write_termination_message(path: Path, result: dict[str, Any]) -> None:
-    """Write the JSON result where the kubelet reads it, truncated to fit its 4 KiB limit."""
-    text = redact(json.dumps(result, sort_keys=True))
-    if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
-        short = {k: v for k, v in result.items() if k != "failures"}
-        short["error"] = str(short.get("error", ""))[:1000]
-        text = redact(json.dumps(short, sort_keys=True))[:TERMINATION_MESSAGE_LIMIT]
+def read_request(directory: Path) -> StoredRequest:
+    """The request from the mounted Secret's files; a permanent failure if unreadable."""
     try:
-        path.write_text(text)
+        return StoredRequest.from_directory(directory)
+    except StoredRequestUnreadable as exc:
+        raise MoverFailure(
+            "RequestSecretUnreadable",
+            f"request Secret files unreadable in {directory} ({exc}): expected files "
+            "'requestId' and 'key'",
+            transient=False,
+        ) from None
+
+
+def write_termination_message(path: Path, result: MoverResult) -> None:
+    """Write the JSON result where the kubelet reads it, redacted, cut to fit 4 KiB."""
+    try:
+        path.write_text(redact(termination_text(result)))
     except OSError as exc:
         click.echo(f"warning: cannot write the termination message to {path}: {exc}", err=True)
 
@@ -130,7 +131,7 @@ def classify(exc: BaseException) -> MoverFailure:
             "PlatformFailure",
             str(exc),
             transient=False,
-            extra={"failures": [f.to_json() for f in exc.failures]},
+            failures=[f.to_json() for f in exc.failures],
         )
     if isinstance(exc, PlatformError):
         reason = "PlatformUnavailable" if exc.transient else "PlatformProtocolError"
@@ -138,86 +139,106 @@ def classify(exc: BaseException) -> MoverFailure:
     if isinstance(exc, TransferError):
         return MoverFailure(exc.reason, str(exc), transient=exc.transient)
     if isinstance(exc, KeyboardInterrupt):
-        return MoverFailure("Interrupted", "interrupted", transient=True)
-    return MoverFailure("MoverCrashed", f"{type(exc).__name__}: {exc}", transient=True)
+        return MoverFailure(INTERRUPTED, "interrupted", transient=True)
+    return MoverFailure(MOVER_CRASHED, f"{type(exc).__name__}: {exc}", transient=True)
 
 
-def run_and_report(termination_log: Path, action: Callable[[], dict[str, Any]]) -> NoReturn:
+class HostKeySeen:
+    """Remembers the SFTP host key a transfer trusted on first use, for the result."""
+
+    def __init__(self) -> None:
+        self.line: str | None = None
+
+    def __call__(self, line: str) -> None:
+        self.line = line
+        click.echo(f"sftp: host key {line} trusted on first use")
+
+
+def run_and_report(termination_log: Path, action: Callable[[HostKeySeen], MoverResult]) -> NoReturn:
     """Run `action`, write its result (or the failure) to the termination log, exit."""
+    seen = HostKeySeen()
     try:
-        result = action()
+        result = action(seen)
     except BaseException as exc:  # the result must be written whatever happened
         if isinstance(exc, SystemExit):
             raise
         failure = classify(exc)
         message = redact(str(failure))
         write_termination_message(
-            termination_log, {"error": message, "reason": failure.reason, **failure.extra}
+            termination_log,
+            MoverResult.failure(
+                failure.reason,
+                message,
+                transient=failure.transient,
+                failures=failure.failures,
+                host_key=seen.line,
+            ),
         )
         click.echo(f"error: {message} ({failure.reason})", err=True)
-        sys.exit(EXIT_TRANSIENT if failure.transient else EXIT_PERMANENT)
+        sys.exit(EXIT_RETRY_POD if failure.retry_pod else EXIT_PERMANENT)
     write_termination_message(termination_log, result)
-    click.echo(json.dumps(result, sort_keys=True))
+    click.echo(redact(termination_text(result)))
     sys.exit(0)
 
 
-def choose_transport(transport: str, size: int, threshold: int, request: RequestFiles) -> str:
-    """`auto` means SFTP above the threshold when the operator provided SFTP access."""
-    if transport != "auto":
-        return transport
-    if size > threshold and request.optional("sftp-access"):
-        return "sftp"
-    return "https"
-
-
 def upload(
-    platform_url: str, request_dir: Path, source: Path, transport: str, threshold: int
-) -> dict[str, Any]:
-    """Upload `source` for the request; return the result dict."""
+    platform_url: str,
+    request_dir: Path,
+    source: Path,
+    transport: str,
+    threshold: int,
+    seen: HostKeySeen,
+) -> MoverResult:
+    """Upload `source` for the request."""
     from odoo_upgrade import transfer
 
-    request = RequestFiles.read(request_dir)
+    request = read_request(request_dir)
     if not source.is_file():
-        raise MoverFailure(SOURCE_NOT_FOUND, f"source file not found: {source}", transient=False)
+        # A later attempt may find it (the user copies it in); another pod now would not.
+        raise MoverFailure(
+            SOURCE_NOT_FOUND, f"source file not found: {source}", transient=True, retry_pod=False
+        )
     size = source.stat().st_size
-    chosen = choose_transport(transport, size, threshold, request)
+    chosen = choose_transport(
+        transport, size, threshold, sftp_available=request.sftp_access is not None
+    )
     click.echo(f"upload: {size} bytes over {chosen} for request {request.request_id}")
     progress = ProgressPrinter("upload", size)
-    if chosen == "https":
+    if chosen is Transport.HTTPS:
         result = asyncio.run(
             transfer.upload_https(
                 platform_url, request.request_id, request.key, source, progress=progress
             )
         )
     else:
-        access_text = request.optional("sftp-access")
-        private_key = request.optional("ssh-privatekey")
-        if not access_text or not private_key:
+        if request.sftp_access is None or not request.ssh_private_key:
             raise MoverFailure(
                 "SftpAccessMissing",
                 "SFTP upload asked but the request Secret has no sftp-access/ssh-privatekey",
                 transient=False,
             )
-        access = SftpAccess.from_json(json.loads(access_text))
-        pinned = (request.optional("sftp-host-key") or "").strip()
-        host_key = transfer.HostKeyCheck(
-            pinned=pinned or None,
-            on_first_use=None if pinned else lambda line: click.echo(f"upload: host key {line}"),
-        )
+        check = host_key_check(None, request.sftp_host_key, seen)
         result = transfer.upload_sftp(
-            access, private_key, source, host_key=host_key, progress=progress
+            request.sftp_access, request.ssh_private_key, source, host_key=check, progress=progress
         )
-    return {**result.to_json(), "transport": chosen}
+    return MoverResult(
+        True,
+        bytes=result.bytes,
+        sha256=result.sha256,
+        attempts=result.attempts,
+        transport=chosen.value,
+        host_key=seen.line,
+    )
 
 
-async def upgraded_dump_url(platform_url: str, request: RequestFiles, fmt: str) -> str:
+async def upgraded_dump_url(platform_url: str, request: StoredRequest, fmt: str) -> str:
     """The key-bearing URL of the upgraded dump (never printed)."""
-    async with PlatformClient(platform_url) as platform:
-        current = await platform.status(request.request_id, request.key)
-    url = current.upgraded_dump_url if fmt == "archive" else current.upgraded_sql_url
+    async with DatabaseV1(platform_url) as platform:
+        current = await platform.request(RequestRef(request.request_id, request.key))
+    url = upgraded_url(current, fmt)
     if not current.succeeded or not url:
         raise MoverFailure(
-            "NotReady",
+            NOT_READY,
             f"the upgraded dump is not available yet (platform state {current.state})",
             transient=True,
         )
@@ -225,11 +246,13 @@ async def upgraded_dump_url(platform_url: str, request: RequestFiles, fmt: str) 
     return url
 
 
-def download(platform_url: str, request_dir: Path, destination: Path, fmt: str) -> dict[str, Any]:
+def download(
+    platform_url: str, request_dir: Path, destination: Path, fmt: str, seen: HostKeySeen
+) -> MoverResult:
     """Download the upgraded dump to `destination` (never over an existing file)."""
     from odoo_upgrade import transfer
 
-    request = RequestFiles.read(request_dir)
+    request = read_request(request_dir)
     if destination.exists():
         raise MoverFailure(
             DESTINATION_EXISTS,
@@ -242,7 +265,14 @@ def download(platform_url: str, request_dir: Path, destination: Path, fmt: str) 
     result = asyncio.run(
         transfer.download_https(url, destination, progress=ProgressPrinter("download"))
     )
-    return {**result.to_json(), "transport": "https", "path": str(destination)}
+    return MoverResult(
+        True,
+        bytes=result.bytes,
+        sha256=result.sha256,
+        attempts=result.attempts,
+        transport=Transport.HTTPS.value,
+        path=str(destination),
+    )
 
 
 def _setup_logging() -> None:
@@ -288,8 +318,8 @@ def mover_group() -> None:
 )
 @click.option(
     "--transport",
-    type=click.Choice(["auto", "https", "sftp"]),
-    default="https",
+    type=click.Choice([Transport.AUTO.value, Transport.HTTPS.value, Transport.SFTP.value]),
+    default=Transport.HTTPS.value,
     show_default=True,
     help="auto: SFTP above --sftp-threshold-bytes when SFTP access was provided.",
 )
@@ -312,7 +342,9 @@ def upload_command(
     """Upload the source dump for the request in --request-dir."""
     run_and_report(
         termination_log,
-        lambda: upload(platform_url, request_dir, source, transport, sftp_threshold_bytes),
+        lambda seen: upload(
+            platform_url, request_dir, source, transport, sftp_threshold_bytes, seen
+        ),
     )
 
 
@@ -328,8 +360,8 @@ def upload_command(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["archive", "sql"]),
-    default="archive",
+    type=click.Choice([f.value for f in UpgradedFormat]),
+    default=UpgradedFormat.ARCHIVE.value,
     show_default=True,
     help="The upgraded dump archive, or the plain SQL stream.",
 )
@@ -338,7 +370,9 @@ def download_command(
     platform_url: str, request_dir: Path, destination: Path, fmt: str, termination_log: Path
 ) -> None:
     """Download the upgraded dump of the request in --request-dir."""
-    run_and_report(termination_log, lambda: download(platform_url, request_dir, destination, fmt))
+    run_and_report(
+        termination_log, lambda seen: download(platform_url, request_dir, destination, fmt, seen)
+    )
 
 
 if __name__ == "__main__":

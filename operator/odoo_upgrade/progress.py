@@ -12,20 +12,12 @@ import threading
 import time
 from typing import TextIO
 
+from odoo_upgrade.request.progress import format_bytes
+
 MIB = 1024 * 1024
 _TTY_REDRAW_SECONDS = 0.1
 _LOG_LINE_SECONDS = 30.0
 _BAR_WIDTH = 28
-
-
-def format_bytes(count: int) -> str:
-    """A byte count for people: `512 B`, `12.3 KiB`, `1.5 GiB`."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def format_duration(seconds: float) -> str:

@@ -7,10 +7,12 @@ Two defences: patterns that catch the platform's key-bearing shapes wherever the
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
@@ -22,17 +24,43 @@ _PRIVATE_KEY_BLOCK = re.compile(
 )
 
 _lock = threading.Lock()
-_secrets: set[str] = set()
+# Each secret form, with the owners that registered it (None: kept for the process's life).
+_secrets: dict[str, set[str | None]] = {}
+# Who registers secrets in this task: the operator sets it per resource (its uid), so that a
+# resource's secrets can be forgotten once it is final or deleted.
+_owner: contextvars.ContextVar[str | None] = contextvars.ContextVar("secret_owner", default=None)
 
 
 def register_secret(*values: str | None) -> None:
     """Remember literal secrets (keys, contracts) so that `redact` masks them anywhere."""
+    owner = _owner.get()
     with _lock:
         for value in values:
             # Very short values would mask ordinary words; real keys and contracts are long.
             if value and len(value) >= 6:
                 # Keys like "Aw7p…Q==" travel percent-encoded in URLs: mask those forms too.
-                _secrets.update({value, quote(value, safe=""), quote_plus(value)})
+                for form in {value, quote(value, safe=""), quote_plus(value)}:
+                    _secrets.setdefault(form, set()).add(owner)
+
+
+@contextlib.contextmanager
+def secrets_owned_by(owner: str) -> Iterator[None]:
+    """Secrets registered inside belong to `owner` (e.g. a resource's uid)."""
+    token = _owner.set(owner)
+    try:
+        yield
+    finally:
+        _owner.reset(token)
+
+
+def forget_secrets(owner: str) -> None:
+    """Drop the secrets only `owner` registered (a contract shared by others stays)."""
+    with _lock:
+        for form in list(_secrets):
+            owners = _secrets[form]
+            owners.discard(owner)
+            if not owners:
+                del _secrets[form]
 
 
 def known_secrets() -> Iterable[str]:

@@ -1,8 +1,9 @@
 """`odoo-upgrade run`: the whole flow outside Kubernetes, one named step after the other.
 
-create → upload → process → poll → download. The state file (`odoo_upgrade.runstate`) is
-written after each step and before the next one, so a rerun after a crash or Ctrl-C continues
-the same request from where it stopped and never opens a second one.
+create → upload → process → wait → download, in the order `request.steps.next_step` gives
+(the operator follows the same). The state file (`odoo_upgrade.runstate`) is written after
+each step and before the next one, so a rerun after a crash or Ctrl-C continues the same
+request from where it stopped and never opens a second one.
 """
 
 from __future__ import annotations
@@ -21,16 +22,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from odoo_upgrade.platform.client import PlatformClient
-from odoo_upgrade.platform.models import UpgradeRequest
 from odoo_upgrade.progress import TransferProgress
 from odoo_upgrade.redact import register_secret
-from odoo_upgrade.runstate import RunState, Step, load_state, save_state
+from odoo_upgrade.request.sftp_grant import grant_sftp_access, host_key_check
+from odoo_upgrade.request.ssh_keys import SshKeyPair, generate_ssh_keypair
+from odoo_upgrade.request.states import V1_STATES
+from odoo_upgrade.request.steps import Progress, next_step
+from odoo_upgrade.request.steps import Step as FlowStep
+from odoo_upgrade.request.transport import choose_transport
+from odoo_upgrade.request.upgraded import upgraded_url
+from odoo_upgrade.runstate import RunState, load_state, save_state
+from odoo_upgrade.runstate import Step as Reached
 from odoo_upgrade.transfer import (
     DestinationExists,
-    HostKeyCheck,
     TransferResult,
     download_https,
-    generate_ssh_keypair,
     upload_https,
     upload_sftp,
 )
@@ -162,16 +168,16 @@ async def _run_locked(options: RunOptions, say: Say) -> RunSummary:
     async with PlatformClient(options.platform_url) as client:
         if state is None:
             state = await create_request(client, options, say)
-        elif not state.step.reached(Step.PROCESSING):
+        elif not state.step.reached(Reached.PROCESSING):
             await skip_steps_the_platform_already_did(client, state, options, say)
-        if not state.step.reached(Step.UPLOADED):
-            await upload_dump(client, state, options, say)
-        if not state.step.reached(Step.PROCESSING):
-            await start_processing(client, state, options, say)
-        if not state.step.reached(Step.DONE):
-            await wait_until_processed(client, state, options, say)
-        if not state.step.reached(Step.DOWNLOADED):
-            await download_upgraded_dump(client, state, options, say)
+        steps = {
+            FlowStep.UPLOAD: upload_dump,
+            FlowStep.PROCESS: start_processing,
+            FlowStep.WAIT: wait_until_processed,
+            FlowStep.DOWNLOAD: download_upgraded_dump,
+        }
+        while (step := next_step(progress_of(state))) is not FlowStep.FINISH:
+            await steps[step](client, state, options, say)
 
     return RunSummary(
         request_id=state.request_id,
@@ -217,7 +223,7 @@ def check_state_matches(state: RunState, options: RunOptions) -> None:
             + ", ".join(mismatches)
             + "; pass the same arguments to continue it, or another --state-file for a new request"
         )
-    if not state.step.reached(Step.UPLOADED):
+    if not state.step.reached(Reached.UPLOADED):
         size = options.dump.stat().st_size if options.dump.is_file() else None
         if size != state.dump_size:
             raise RunRefused(
@@ -226,11 +232,15 @@ def check_state_matches(state: RunState, options: RunOptions) -> None:
             )
 
 
-def choose_transport(options: RunOptions, size: int) -> str:
-    """`auto` means SFTP (resumable) above the threshold, HTTPS (one request) below it."""
-    if options.transport != "auto":
-        return options.transport
-    return "sftp" if size > options.sftp_threshold else "https"
+def progress_of(state: RunState) -> Progress:
+    """What the state file records as done (the only memory of a run)."""
+    return Progress(
+        created=True,
+        uploaded=state.step.reached(Reached.UPLOADED),
+        processed=state.step.reached(Reached.PROCESSING),
+        upgraded=state.step.reached(Reached.DONE),
+        downloaded=state.step.reached(Reached.DOWNLOADED),
+    )
 
 
 async def create_request(client: PlatformClient, options: RunOptions, say: Say) -> RunState:
@@ -254,7 +264,7 @@ async def create_request(client: PlatformClient, options: RunOptions, say: Say) 
         target=options.target,
         aim=options.aim,
         filename=options.filename,
-        transport=choose_transport(options, size),
+        transport=choose_transport(options.transport, size, options.sftp_threshold).value,
         platform_state=request.state,
         output=str(options.output.resolve()),
     )
@@ -274,9 +284,9 @@ async def skip_steps_the_platform_already_did(
     Covers a crash after `process` succeeded but before the state file recorded it.
     """
     request = await client.status(state.request_id, state.key)
-    if request.state != "draft":
+    if not V1_STATES.needs_process(request.state):
         state.platform_state = request.state
-        state.step = Step.PROCESSING
+        state.step = Reached.PROCESSING
         save_state(options.state_file, state)
         say(f"request {state.request_id} is already {request.state} on the platform")
 
@@ -299,7 +309,7 @@ async def upload_dump(
     progress.finish()
     state.upload_bytes = result.bytes
     state.upload_sha256 = result.sha256
-    state.step = Step.UPLOADED
+    state.step = Reached.UPLOADED
     save_state(options.state_file, state)
     say(f"uploaded {result.bytes} bytes, sha256 {result.sha256}")
 
@@ -313,23 +323,19 @@ async def upload_over_sftp(
         state.ssh_private_key, state.ssh_public_key = pair.private_pem, pair.public_line
         register_secret(state.ssh_private_key)
         save_state(options.state_file, state)
-    access = await client.request_sftp_access(
-        state.request_id, state.key, state.ssh_public_key + "\n"
-    )
-    private_key = state.ssh_private_key
+    keypair = SshKeyPair(state.ssh_private_key, state.ssh_public_key)
+    grant = await grant_sftp_access(client, state.request_id, state.key, keypair)
 
     def record_host_key(line: str) -> None:
         # Trust on first use, then pinned for every later attempt and rerun.
         state.sftp_host_key = line
         save_state(options.state_file, state)
 
-    host_key = (
-        HostKeyCheck(pinned=state.sftp_host_key)
-        if state.sftp_host_key
-        else HostKeyCheck(on_first_use=record_host_key)
-    )
+    check = host_key_check(None, state.sftp_host_key, record_host_key)
     return await run_in_daemon_thread(
-        lambda: upload_sftp(access, private_key, options.dump, host_key=host_key, progress=progress)
+        lambda: upload_sftp(
+            grant.access, keypair.private_pem, options.dump, host_key=check, progress=progress
+        )
     )
 
 
@@ -338,14 +344,14 @@ async def start_processing(
 ) -> None:
     """Step 3: `process`, recorded before polling starts."""
     await client.process(state.request_id, state.key)
-    state.step = Step.PROCESSING
+    state.step = Reached.PROCESSING
     save_state(options.state_file, state)
     say(f"request {state.request_id} is being processed")
 
 
 async def wait_until_processed(
     client: PlatformClient, state: RunState, options: RunOptions, say: Say
-) -> UpgradeRequest:
+) -> None:
     """Step 4: poll `status` until a final state; `invalid` raises `UpgradeInvalid`."""
     last_state: str | None = None
     while True:
@@ -354,15 +360,7 @@ async def wait_until_processed(
             last_state = request.state
             details = f", estimated time {request.estimated_time}" if request.estimated_time else ""
             say(f"platform state: {request.state}{details}")
-            if request.state not in {
-                "draft",
-                "pending",
-                "processing",
-                "testing",
-                "done",
-                "delivered",
-                "invalid",
-            }:
+            if not V1_STATES.is_known(request.state):
                 log.warning(
                     "unknown platform state %r: treated as still in progress", request.state
                 )
@@ -373,9 +371,8 @@ async def wait_until_processed(
     if not request.succeeded:
         save_state(options.state_file, state)
         raise UpgradeInvalid(state.request_id, request.customer_message)
-    state.step = Step.DONE
+    state.step = Reached.DONE
     save_state(options.state_file, state)
-    return request
 
 
 async def download_upgraded_dump(
@@ -394,7 +391,7 @@ async def download_upgraded_dump(
         record_download(state, options, output.stat().st_size, digest)
         return
     request = await client.status(state.request_id, state.key)
-    url = request.upgraded_sql_url if options.format == "sql" else request.upgraded_dump_url
+    url = upgraded_url(request, options.format)
     if not url:
         raise UpgradeInvalid(state.request_id, f"the platform offers no {options.format} download")
     say(f"downloading the upgraded dump ({options.format}) to {output}")
@@ -407,7 +404,7 @@ async def download_upgraded_dump(
 def record_download(state: RunState, options: RunOptions, size: int, digest: str) -> None:
     state.download_bytes = size
     state.download_sha256 = digest
-    state.step = Step.DOWNLOADED
+    state.step = Reached.DOWNLOADED
     save_state(options.state_file, state)
 
 

@@ -18,6 +18,7 @@ import yaml
 from tests.harness.local_cluster import LocalCluster, wait_until
 from tests.support.emulator import RunningEmulator
 from tests.support.operator import RunningOperator
+from tests.support.platform_ports import take_port
 from tests.support.scenario import (
     Kube,
     Namespace,
@@ -129,7 +130,9 @@ def test_operator_with_the_service_account_token_takes_an_upgrade_to_succeeded(
     operator = operator_as_service_account
     admin = Kube(cluster.kubeconfig)
     ns = Namespace.create(admin, cluster.volume_dir, prefix="rbac", diagnostics=operator.log_tail)
-    emulator = RunningEmulator(data_dir=tmp_path / "emulator", process_seconds=1.0)
+    emulator = RunningEmulator(
+        data_dir=tmp_path / "emulator", port=take_port(), process_seconds=1.0
+    )
     try:
         ns.prepare()
         ns.put_dump("dumps/acme.dump")

@@ -16,6 +16,7 @@ from tests.e2e.test_deploy_rbac import FORBIDDEN_MARKERS, service_account_kubeco
 from tests.harness.local_cluster import LocalCluster
 from tests.support.emulator import RunningEmulator
 from tests.support.operator import RunningOperator
+from tests.support.platform_ports import take_port
 from tests.support.scenario import Kube, Namespace, describe, phase_of
 
 pytestmark = pytest.mark.e2e
@@ -126,7 +127,9 @@ def test_operator_scoped_by_the_chart_upgrades_in_its_namespace_only(
     scoped_operator: RunningOperator, scoped_namespaces: dict[str, Namespace], tmp_path: Path
 ) -> None:
     watched, unwatched = scoped_namespaces["watched"], scoped_namespaces["unwatched"]
-    emulator = RunningEmulator(data_dir=tmp_path / "emulator", process_seconds=1.0)
+    emulator = RunningEmulator(
+        data_dir=tmp_path / "emulator", port=take_port(), process_seconds=1.0
+    )
     try:
         upgrades = {}
         for ns in (watched, unwatched):

@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.emulator import RunningEmulator
 from tests.support.operator import RunningOperator
+from tests.support.platform_ports import take_port
 from tests.support.scenario import (
     CONDITION_ORDER,
     DEFAULT_PROCESS_SECONDS,
@@ -62,7 +63,9 @@ def scenario(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Scenario]:
     emulator = RunningEmulator(
-        data_dir=tmp_path_factory.mktemp("emulator"), process_seconds=DEFAULT_PROCESS_SECONDS
+        data_dir=tmp_path_factory.mktemp("emulator"),
+        port=take_port(),
+        process_seconds=DEFAULT_PROCESS_SECONDS,
     )
     ns = Namespace.create(kube, cluster.volume_dir, diagnostics=operator.log_tail)
     try:

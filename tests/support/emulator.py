@@ -68,12 +68,12 @@ class RunningEmulator:
     `public_url=...`, `fault_seed=1`). The process starts in `__init__`.
     """
 
-    def __init__(self, data_dir: Path | str | None = None, **flags: Any) -> None:
+    def __init__(self, data_dir: Path | str | None = None, *, port: int = 0, **flags: Any) -> None:
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="odoo-upgrade-emu-"))
         self.host = "127.0.0.1"
         self.flags: dict[str, Any] = {"process_seconds": 1, **flags}
-        self.port = 0
+        self.port = port  # 0: any free port
         self.sftp_port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / "emulator.log"

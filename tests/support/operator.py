@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.platform_ports import allowlist_args
+
 BIN_DIR = Path(sys.executable).parent
 
 
@@ -80,6 +82,7 @@ class RunningOperator:
             str(self.metrics_port),
             "--liveness",
             self.liveness_url,
+            *allowlist_args(),
             *self.extra_args,
         ]
 

@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.emulator import RunningEmulator
 from tests.support.operator import RunningOperator
+from tests.support.platform_ports import take_port
 from tests.support.scenario import DEFAULT_PROCESS_SECONDS, REPO_ROOT, Kube, Namespace
 
 CRD = REPO_ROOT / "crds" / "odooupgrades.upgrade.odoo-operator.io.yaml"
@@ -66,7 +67,10 @@ def start_emulator(tmp_path: Path) -> Iterator[Callable[..., RunningEmulator]]:
     def start(**options: Any) -> RunningEmulator:
         options.setdefault("process_seconds", DEFAULT_PROCESS_SECONDS)
         # RunningEmulator starts its process in __init__ and waits until both ports answer.
-        emulator = RunningEmulator(data_dir=tmp_path / f"emulator-{len(started)}", **options)
+        # On a port the test operators allow (`--allowed-platform-url`).
+        emulator = RunningEmulator(
+            data_dir=tmp_path / f"emulator-{len(started)}", port=take_port(), **options
+        )
         started.append(emulator)
         return emulator
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 
-from odoo_upgrade.progress import TransferProgress, format_bytes, format_duration
+from odoo_upgrade.progress import TransferProgress, format_duration
+from odoo_upgrade.request.progress import format_bytes
 
 
 def test_log_output_prints_one_line_per_ten_percent() -> None:

@@ -42,7 +42,7 @@ def test_a_flip_moves_the_transition_time() -> None:
 
 def test_conditions_stay_in_flow_order_and_others_are_untouched() -> None:
     out: list[dict[str, object]] = []
-    for type_ in (cond.READY, cond.DOWNLOADED, cond.REQUEST_CREATED, cond.PROCESSED, cond.UPLOADED):
+    for type_ in reversed(cond.CONDITION_TYPES):
         out = cond.set_condition(out, type_, cond.TRUE, "R", "m", generation=None, now="t")
     assert [c["type"] for c in out] == list(cond.CONDITION_TYPES)
     assert all("observedGeneration" not in c for c in out)

@@ -13,6 +13,8 @@ import yaml
 from odoo_upgrade.controller import conditions as cond
 from odoo_upgrade.controller.status import downloaded_status, platform_status, uploaded_status
 from odoo_upgrade.platform import Failure, UpgradeRequest
+from odoo_upgrade.platform.v1 import public_status
+from odoo_upgrade.request.mover_result import MoverResult
 
 CRD_PATH = (
     Path(__file__).resolve().parents[2] / "crds" / "odooupgrades.upgrade.odoo-operator.io.yaml"
@@ -139,7 +141,7 @@ def a_full_status() -> dict[str, Any]:
     conditions: list[dict[str, Any]] = []
     for type_ in cond.CONDITION_TYPES:
         conditions = cond.set_condition(conditions, type_, cond.TRUE, "R", "m", generation=2)
-    result = {"bytes": 3, "sha256": "ab", "attempts": 2, "transport": "sftp"}
+    result = MoverResult.from_json({"bytes": 3, "sha256": "ab", "attempts": 2, "transport": "sftp"})
     upload = {**uploaded_status(result, "auto"), "startedAt": cond.now_rfc3339()}
     download = {**downloaded_status(result, "upgraded/a.dump"), "startedAt": cond.now_rfc3339()}
     failure = Failure("TARGET:INVALID", "Invalid value", code="c", value="5.0", expected=["18.0"])
@@ -147,10 +149,12 @@ def a_full_status() -> dict[str, Any]:
         "phase": cond.SUCCEEDED,
         "observedGeneration": 2,
         "requestId": 10534,
+        "createAttemptedAt": cond.now_rfc3339(),
+        "moverRetries": 1,
         "requestSecretRef": {"name": "acme-request"},
         "progress": "42% (1.0 MiB/2.0 MiB)",
         "message": "m",
-        "platform": platform_status(request, cond.now_rfc3339()),
+        "platform": platform_status(public_status(request), cond.now_rfc3339()),
         "upload": upload,
         "download": download,
         "failures": [failure.to_json()],

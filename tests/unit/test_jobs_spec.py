@@ -180,7 +180,8 @@ def test_result_is_read_from_the_newest_pods_termination_message() -> None:
         pod_with('{"reason": "TRANSFER:UNAVAILABLE", "error": "old"}', "2026-01-01T00:00:00Z"),
         pod_with('{"bytes": 3, "sha256": "ab"}', "2026-01-01T00:05:00Z"),
     ]
-    assert termination_result(pods) == {"bytes": 3, "sha256": "ab"}
+    newest = termination_result(pods)
+    assert newest is not None and newest.to_json() == {"bytes": 3, "sha256": "ab"}
     assert termination_result([pod_with(None, "2026-01-01T00:00:00Z")]) is None
     crashed = termination_result([pod_with("Traceback ... boom", "2026-01-01T00:00:00Z")])
-    assert crashed is not None and crashed["reason"] == "MoverCrashed"
+    assert crashed is not None and crashed.reason == "MoverCrashed"

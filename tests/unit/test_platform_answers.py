@@ -81,7 +81,21 @@ def test_5xx_without_failures_is_a_transient_server_error(status: int) -> None:
     with pytest.raises(PlatformServerError) as caught:
         parse_answer("status", status, b"<html>Bad Gateway</html>")
     assert caught.value.transient
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_503_and_429_say_the_server_did_not_act_so_create_may_repeat(status: int) -> None:
+    with pytest.raises(PlatformServerError) as caught:
+        parse_answer("create", status, b"<html>Service Unavailable</html>")
     assert platform_surely_did_not_act(caught.value)
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_gateway_or_server_error_leaves_create_outcome_unknown(status: int) -> None:
+    # A 502/504 gateway may have passed `create` on before the answer was lost.
+    with pytest.raises(PlatformServerError) as caught:
+        parse_answer("create", status, b"<html>Bad Gateway</html>")
+    assert not platform_surely_did_not_act(caught.value)
 
 
 def test_non_json_2xx_is_a_permanent_protocol_error() -> None:

@@ -10,21 +10,35 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+DUMPED = "Dumped"
 REQUEST_CREATED = "RequestCreated"
 UPLOADED = "Uploaded"
 PROCESSED = "Processed"
 DOWNLOADED = "Downloaded"
+RESTORED = "Restored"
 READY = "Ready"
-CONDITION_TYPES = (REQUEST_CREATED, UPLOADED, PROCESSED, DOWNLOADED, READY)
+CONDITION_TYPES = (DUMPED, REQUEST_CREATED, UPLOADED, PROCESSED, DOWNLOADED, RESTORED, READY)
 
 PENDING = "Pending"
+DUMPING = "Dumping"
 CREATING = "Creating"
 UPLOADING = "Uploading"
 PROCESSING = "Processing"
 DOWNLOADING = "Downloading"
+RESTORING = "Restoring"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
-PHASES = (PENDING, CREATING, UPLOADING, PROCESSING, DOWNLOADING, SUCCEEDED, FAILED)
+PHASES = (
+    PENDING,
+    DUMPING,
+    CREATING,
+    UPLOADING,
+    PROCESSING,
+    DOWNLOADING,
+    RESTORING,
+    SUCCEEDED,
+    FAILED,
+)
 TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED})
 
 TRUE = "True"

@@ -7,8 +7,10 @@ import logging
 import click
 import kopf
 
-from odoo_upgrade.controller import metrics
+from odoo_upgrade.controller import metrics, settings
 from odoo_upgrade.redact import install_log_redaction
+from odoo_upgrade.request.allowlist import check_allowed_url
+from odoo_upgrade.request.platform import DEFAULT_PLATFORM_URL
 
 
 @click.command("operator")
@@ -41,6 +43,23 @@ from odoo_upgrade.redact import install_log_redaction
     show_default=True,
     help="Port of the Prometheus /metrics endpoint (0 disables it).",
 )
+@click.option(
+    "--allowed-platform-url",
+    "allowed_platform_urls",
+    multiple=True,
+    default=(DEFAULT_PLATFORM_URL,),
+    show_default=True,
+    metavar="URL",
+    help="A platform URL this operator may contact (scheme, host and port exactly; path "
+    "prefix); repeat for several. Resources naming another URL wait, uncontacted.",
+)
+@click.option(
+    "--max-mover-retries",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Transient mover failures retried (with growing delays) before an upgrade fails.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 @click.option(
     "--standalone/--peering",
@@ -54,12 +73,23 @@ def operator_command(
     json_logs: bool,
     liveness: str | None,
     metrics_port: int,
+    allowed_platform_urls: tuple[str, ...],
+    max_mover_retries: int,
     verbose: bool,
     standalone: bool,
 ) -> None:
     """Run the Kubernetes operator for OdooUpgrade resources."""
     if bool(namespaces) == all_namespaces:
         raise click.UsageError("give either --namespace (one or more) or --all-namespaces")
+    try:
+        allowed = tuple(check_allowed_url(url) for url in allowed_platform_urls)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--allowed-platform-url") from None
+    settings.configure(
+        settings.OperatorSettings(
+            allowed_platform_urls=allowed, max_mover_retries=max_mover_retries
+        )
+    )
     # The operator owns logging: one handler (kopf's), not also the CLI's default one.
     logging.getLogger().handlers.clear()
     kopf.configure(

@@ -1,7 +1,7 @@
-"""kopf handlers for `OdooUpgrade`: thin wrappers around `controller.flow`.
+"""kopf handlers for `OdooUpgrade`: thin wrappers around `controller.driver` and cleanup.
 
 One daemon per resource drives the flow from its status (kopf restarts it after an operator
-restart: that is the "resume"); the other handlers only configure kopf and clean up.
+restart: that is the "resume"); the other handlers log in, configure kopf and clean up.
 """
 
 from __future__ import annotations
@@ -11,11 +11,15 @@ from typing import Any
 
 import kopf
 
-from odoo_upgrade.controller import flow, metrics
-from odoo_upgrade.controller.kube import KubeApi, load_credentials
+from odoo_upgrade.controller import driver, metrics
+from odoo_upgrade.controller.jobs import Owner
+from odoo_upgrade.controller.kube import ClusterApi, KubeApi, load_credentials
+from odoo_upgrade.controller.movers import MoverJobs
 from odoo_upgrade.controller.resource import EventSink, Upgrade
+from odoo_upgrade.controller.secret_store import RequestSecretStore
 from odoo_upgrade.controller.spec import GROUP, PLURAL, VERSION
-from odoo_upgrade.redact import redact
+from odoo_upgrade.redact import forget_secrets, redact
+from odoo_upgrade.request.mover_result import Direction
 
 FINALIZER = f"{GROUP}/finalizer"
 
@@ -33,6 +37,22 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "odoo-upgrade-operator"
     settings.posting.event_name_prefix = "odoo-upgrade-"
+
+
+@kopf.on.login()
+async def log_in(**_: Any) -> kopf.ConnectionInfo:
+    """kopf and our client use one set of credentials (in-cluster, else KUBECONFIG)."""
+    found = await load_credentials()
+    return kopf.ConnectionInfo(
+        server=found.server,
+        ca_path=found.ca_path,
+        insecure=found.insecure,
+        scheme="Bearer" if found.token else None,
+        token=found.token,
+        certificate_path=found.certificate_path,
+        private_key_path=found.private_key_path,
+        proxy_url=found.proxy_url,
+    )
 
 
 @kopf.on.startup()
@@ -68,18 +88,27 @@ async def drive_upgrade(
 ) -> None:
     """Run the flow of one OdooUpgrade until it is Succeeded or Failed."""
     upgrade = Upgrade(memo["kube"], namespace or "", name, uid, event_sink(body))
-    # Errors are retried inside the flow with backoff; the daemon ends only when the upgrade
-    # is final or kopf stops it (deletion, shutdown).
-    await flow.run(upgrade, stopped=lambda: bool(stopped))
+    # Errors are retried inside the driver with backoff; the daemon ends only when the
+    # upgrade is final or kopf stops it (deletion, shutdown).
+    await driver.run(upgrade, stopped=lambda: bool(stopped))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="children")
-async def delete_children(
+async def remove_children(
     name: str, namespace: str | None, uid: str, memo: kopf.Memo, **_: Any
 ) -> None:
     """Remove the mover Jobs and the request Secret now (garbage collection would, later).
 
     Dumps on volumes are never touched: they belong to the user.
     """
-    await flow.delete_children(memo["kube"], namespace or "", name, uid)
+    await delete_children(memo["kube"], Owner(name, namespace or "", uid))
     metrics.record_phase(uid, None)
+    forget_secrets(uid)
+
+
+async def delete_children(kube: ClusterApi, owner: Owner) -> None:
+    """Delete this resource's mover Jobs and request Secret (only if they are its own)."""
+    jobs = MoverJobs(kube, owner)
+    for direction in Direction:
+        await jobs.delete(direction)
+    await RequestSecretStore(kube, owner).delete()

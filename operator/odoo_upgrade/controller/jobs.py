@@ -9,14 +9,15 @@ request Secret and its volumes.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from odoo_upgrade.controller import settings
 from odoo_upgrade.controller.spec import GROUP, KIND, VERSION, UpgradeSpec
+from odoo_upgrade.request.mover_result import EXIT_PERMANENT, Direction, MoverResult
 
 DEFAULT_MOVER_IMAGE = "ghcr.io/odoo-upgrade-operator/odoo-upgrade-operator:0.1.0"
 MOVER_IMAGE_ENV = "ODOO_UPGRADE_MOVER_IMAGE"
@@ -34,9 +35,6 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 UID_LABEL = f"{GROUP}/upgrade-uid"
 NAME_LABEL = f"{GROUP}/upgrade-name"
 
-# Exit code of a mover failure that another pod would not fix (missing source, existing
-# destination, refused by the platform): the Job's podFailurePolicy fails the Job at once.
-EXIT_PERMANENT = 2
 BACKOFF_LIMIT = 3
 MAX_NAME = 63  # Job names end up in pod label values
 
@@ -76,12 +74,17 @@ def child_name(owner_name: str, suffix: str) -> str:
     return f"{owner_name[:keep].rstrip('-.')}-{digest}-{suffix}"
 
 
+def mover_job_name(owner_name: str, direction: Direction) -> str:
+    """`<name>-upload`, `<name>-download`, `<name>-dump`, `<name>-restore`."""
+    return child_name(owner_name, direction.value)
+
+
 def upload_job_name(owner_name: str) -> str:
-    return child_name(owner_name, "upload")
+    return mover_job_name(owner_name, Direction.UPLOAD)
 
 
 def download_job_name(owner_name: str) -> str:
-    return child_name(owner_name, "download")
+    return mover_job_name(owner_name, Direction.DOWNLOAD)
 
 
 def request_secret_name(owner_name: str) -> str:
@@ -124,6 +127,7 @@ def _job(
     args: list[str],
     volumes: list[dict[str, Any]],
     mounts: list[dict[str, Any]],
+    image: str | None = None,
 ) -> dict[str, Any]:
     job_labels = labels(owner)
     request_volume = {
@@ -136,7 +140,7 @@ def _job(
     }
     container = {
         "name": CONTAINER_NAME,
-        "image": mover_image(),
+        "image": image or mover_image(),
         "imagePullPolicy": "IfNotPresent",
         "command": ["odoo-upgrade", "mover", *args],
         "env": [
@@ -144,10 +148,7 @@ def _job(
             {"name": "PYTHONUNBUFFERED", "value": "1"},
         ],
         "securityContext": _container_security_context(),
-        "resources": {
-            "requests": {"cpu": "50m", "memory": "64Mi"},
-            "limits": {"cpu": "1", "memory": "256Mi"},
-        },
+        "resources": settings.current().mover_resources.to_json(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
@@ -166,6 +167,7 @@ def _job(
             "ownerReferences": [owner.reference()],
         },
         "spec": {
+            **_deadline(),
             "backoffLimit": BACKOFF_LIMIT,
             "podFailurePolicy": {
                 "rules": [
@@ -196,6 +198,20 @@ def _job(
             },
         },
     }
+
+
+def _deadline() -> dict[str, Any]:
+    """A mover that hangs (a stalled peer, a stuck volume) is stopped by the Job controller."""
+    seconds = settings.current().mover_active_deadline_seconds
+    return {"activeDeadlineSeconds": seconds} if seconds else {}
+
+
+def mover_job_spec(owner: Owner, spec: UpgradeSpec, direction: Direction) -> dict[str, Any]:
+    """The Job of one mover direction (one contract for all: docs/INTERNALS.md)."""
+    builders = {Direction.UPLOAD: upload_job_spec, Direction.DOWNLOAD: download_job_spec}
+    if direction not in builders:
+        raise ValueError(f"no mover Job for direction {direction}")
+    return builders[direction](owner, spec)
 
 
 def upload_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
@@ -282,23 +298,56 @@ def job_outcome(job: Mapping[str, Any]) -> JobOutcome:
     return RUNNING
 
 
-def termination_result(pods: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The mover's JSON result from the newest pod's termination message, if any.
+def termination_result(pods: Sequence[Mapping[str, Any]]) -> MoverResult | None:
+    """The mover's result from the newest pod's termination message, if any.
 
-    A message that is not JSON (FallbackToLogsOnError used the log tail) comes back as
-    `{"error": <text>, "reason": "MoverCrashed"}`.
+    A message that is not JSON (FallbackToLogsOnError used the log tail) is a crash.
     """
     newest = sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp")))
     for pod in reversed(newest):
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (status.get("state") or {}).get("terminated") or {}
             message = terminated.get("message")
-            if not message:
-                continue
-            try:
-                parsed = json.loads(message)
-            except ValueError:
-                return {"error": str(message).strip()[-500:], "reason": "MoverCrashed"}
-            if isinstance(parsed, dict):
-                return parsed
+            if message:
+                return MoverResult.from_termination_message(str(message))
+    return None
+
+
+# Waiting reasons of a container that will not start by itself (kubelet names).
+_STUCK_WAITING = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "CrashLoopBackOff",
+    }
+)
+
+
+def pod_problem(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why the newest mover pod does not get on, as a kubelet or scheduler named it.
+
+    `Unschedulable` (no node fits), an image or config the kubelet cannot start, or the last
+    container `OOMKilled`: shown in the step's condition while the Job waits or retries.
+    """
+    newest = sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp")))
+    for pod in reversed(newest):
+        status = pod.get("status") or {}
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                detail = str(condition.get("message") or "").strip()
+                return f"{condition.get('reason') or 'Unschedulable'}: {detail}".rstrip(": ")
+        for container in status.get("containerStatuses") or []:
+            state = container.get("state") or {}
+            waiting = state.get("waiting") or {}
+            if waiting.get("reason") in _STUCK_WAITING:
+                detail = str(waiting.get("message") or "").strip()
+                return f"{waiting['reason']}: {detail}".rstrip(": ")
+            last = (container.get("lastState") or {}).get("terminated") or {}
+            terminated = state.get("terminated") or last
+            if terminated.get("reason") == "OOMKilled":
+                return "OOMKilled: the mover exceeded its memory limit"
+        return None
     return None

@@ -1,6 +1,6 @@
 """Every Kubernetes API call the operator makes, in one place (the RBAC derives from this list).
 
-Calls made here (kubernetes_asyncio, same credentials as kopf: in-cluster or KUBECONFIG):
+Calls made here (kubernetes_asyncio; kopf logs in with the same credentials, `load_credentials`):
 
     upgrade.odoo-operator.io  odooupgrades          get
     upgrade.odoo-operator.io  odooupgrades/status   patch
@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -42,12 +43,39 @@ class AlreadyExists(Exception):
     """An object of that name exists already."""
 
 
-async def load_credentials() -> None:
-    """Configure kubernetes_asyncio from the pod's service account, or else KUBECONFIG."""
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    """Where the API server is and how to authenticate: one set for kopf and our client."""
+
+    server: str
+    ca_path: str | None
+    insecure: bool
+    token: str | None
+    certificate_path: str | None
+    private_key_path: str | None
+    proxy_url: str | None
+
+
+async def load_credentials() -> Credentials:
+    """Configure kubernetes_asyncio from the pod's service account, or else KUBECONFIG, and
+    return the same credentials for kopf (its `@kopf.on.login` handler)."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         await config.load_kube_config()
+    settings = client.Configuration.get_default_copy()
+    # In-cluster, the projected token rotates: this reads the current one (a refresh hook).
+    token = await settings.get_api_key_with_prefix("BearerToken")
+    scheme_token = str(token).split(" ", 1)[-1] if token else None
+    return Credentials(
+        server=str(settings.host),
+        ca_path=settings.ssl_ca_cert or None,
+        insecure=not settings.verify_ssl,
+        token=scheme_token,
+        certificate_path=settings.cert_file or None,
+        private_key_path=settings.key_file or None,
+        proxy_url=settings.proxy or None,
+    )
 
 
 def _translate(error: ApiException) -> Exception:
@@ -66,6 +94,38 @@ def decode_secret(secret: Mapping[str, Any]) -> dict[str, str]:
 
 def encode_secret_data(values: Mapping[str, str]) -> dict[str, str]:
     return {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+
+
+class ClusterApi(Protocol):
+    """The calls the flow makes; `KubeApi` against a cluster, an in-memory fake in unit tests."""
+
+    async def get_upgrade(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+    async def patch_upgrade_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+    async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def patch_secret_data(
+        self, namespace: str, name: str, values: Mapping[str, str]
+    ) -> dict[str, Any]: ...
+
+    async def delete_secret(self, namespace: str, name: str) -> None: ...
+
+    async def get_pvc(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+    async def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def delete_job(self, namespace: str, name: str) -> None: ...
+
+    async def list_job_pods(self, namespace: str, job_uid: str) -> list[dict[str, Any]]: ...
+
+    async def pod_log_tail(self, namespace: str, pod: str, lines: int = 5) -> str: ...
 
 
 class KubeApi:

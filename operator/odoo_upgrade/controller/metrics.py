@@ -44,6 +44,30 @@ STEP_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+# Reasons a platform error may be counted under; anything else (platform text, a new
+# reason) is `other`, so that no peer can grow the metric's label set.
+KNOWN_ERROR_REASONS = frozenset(
+    {
+        "TARGET:INVALID",
+        "CONTRACT:NOT_FOUND",
+        "SERVER:ERROR",
+        "REQUEST:NOT_FOUND",
+        "STATE:INVALID",
+        "PlatformNotReached",
+        "PlatformServerError",
+        "PlatformUnavailable",
+        "PlatformOutcomeUnknown",
+        "PlatformProtocolError",
+    }
+)
+
+
+def count_platform_error(method: str, reason: str) -> None:
+    """Count a failed platform call under a reason from a closed set."""
+    label = reason if reason in KNOWN_ERROR_REASONS else "other"
+    PLATFORM_ERRORS.labels(method=method, reason=label).inc()
+
+
 # Phase of every resource this operator knows, by uid; the gauge is derived from it.
 _phases: dict[str, str] = {}
 

@@ -13,11 +13,14 @@ from typing import Any, Protocol, TypeVar
 from odoo_upgrade.controller import conditions as cond
 from odoo_upgrade.controller import metrics
 from odoo_upgrade.controller.jobs import Owner
-from odoo_upgrade.controller.kube import KubeApi
-from odoo_upgrade.controller.spec import UpgradeSpec
-from odoo_upgrade.platform import Failure, PlatformError, PlatformFailure
-from odoo_upgrade.platform.client import PlatformClient
+from odoo_upgrade.controller.kube import ClusterApi
+from odoo_upgrade.controller.movers import MoverJobs
+from odoo_upgrade.controller.secret_store import RequestSecretStore
+from odoo_upgrade.controller.spec import SpecError, UpgradeSpec, parse_duration
+from odoo_upgrade.platform import PlatformError, PlatformFailure
+from odoo_upgrade.platform.apis import open_platform
 from odoo_upgrade.redact import redact
+from odoo_upgrade.request.platform import Platform
 
 T = TypeVar("T")
 
@@ -32,7 +35,7 @@ class EventSink(Protocol):
 class Upgrade:
     """One `OdooUpgrade` being driven: where it lives, its latest state, how to report."""
 
-    kube: KubeApi
+    kube: ClusterApi
     namespace: str
     name: str
     uid: str
@@ -40,15 +43,27 @@ class Upgrade:
     obj: dict[str, Any] = field(default_factory=dict)
     # In memory only to throttle best-effort progress probes; never a source of flow state.
     last_progress_probe: float = 0.0
-    mover_retries: int = 0  # consecutive failed mover Jobs, for the backoff only
 
     @property
     def owner(self) -> Owner:
         return Owner(self.name, self.namespace, self.uid)
 
     @property
+    def secrets(self) -> RequestSecretStore:
+        return RequestSecretStore(self.kube, self.owner)
+
+    @property
+    def movers(self) -> MoverJobs:
+        return MoverJobs(self.kube, self.owner)
+
+    @property
     def status(self) -> dict[str, Any]:
         return dict(self.obj.get("status") or {})
+
+    @property
+    def phase(self) -> str | None:
+        value = self.status.get("phase")
+        return str(value) if value else None
 
     @property
     def conditions(self) -> list[dict[str, Any]]:
@@ -64,10 +79,19 @@ class Upgrade:
         value = self.status.get("requestId")
         return int(value) if value is not None else None
 
+    def waiting_interval(self) -> float:
+        """How soon to look again while waiting for something outside (2 to 15 s)."""
+        poll = ((self.obj.get("spec") or {}).get("platform") or {}).get("pollInterval")
+        try:
+            seconds = parse_duration(poll) if isinstance(poll, str) else 60.0
+        except SpecError:
+            seconds = 60.0
+        return max(2.0, min(15.0, seconds))
+
     async def refresh(self) -> None:
         """Read the resource from the API server (the truth after any restart)."""
         self.obj = await self.kube.get_upgrade(self.namespace, self.name)
-        metrics.record_phase(self.uid, self.status.get("phase"))
+        metrics.record_phase(self.uid, self.phase)
 
     async def patch_status(
         self,
@@ -90,27 +114,26 @@ class Upgrade:
         if self.generation is not None:
             patch["observedGeneration"] = self.generation
         self.obj = await self.kube.patch_upgrade_status(self.namespace, self.name, patch)
-        metrics.record_phase(self.uid, self.status.get("phase"))
+        metrics.record_phase(self.uid, self.phase)
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events(type_, reason, redact(message))
 
     async def platform_call(
-        self, spec: UpgradeSpec, method: str, call: Callable[[PlatformClient], Awaitable[T]]
+        self, spec: UpgradeSpec, method: str, call: Callable[[Platform], Awaitable[T]]
     ) -> T:
-        """One platform call, counted in the metrics (errors by reason)."""
+        """One platform call, counted in the metrics (errors by a closed set of reasons)."""
         metrics.PLATFORM_CALLS.labels(method=method).inc()
         try:
-            async with PlatformClient(spec.platform_url) as platform:
+            platform = open_platform(spec.platform_api, spec.platform_url)
+            try:
                 return await call(platform)
+            finally:
+                await platform.aclose()
         except PlatformFailure as failure:
-            for item in failure.failures or [Failure("UNKNOWN", "")]:
-                metrics.PLATFORM_ERRORS.labels(method=method, reason=item.reason).inc()
+            for item in failure.failures or []:
+                metrics.count_platform_error(method, item.reason)
             raise
         except PlatformError as error:
-            metrics.PLATFORM_ERRORS.labels(method=method, reason=type(error).__name__).inc()
+            metrics.count_platform_error(method, type(error).__name__)
             raise
-
-
-class Waiting(Exception):
-    """Something the flow needs is not there yet; the condition says what. Retry later."""

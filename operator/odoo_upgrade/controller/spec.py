@@ -13,18 +13,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from odoo_upgrade.transport import DEFAULT_SFTP_THRESHOLD_BYTES
+from odoo_upgrade.request.platform import DEFAULT_PLATFORM_URL, PlatformApi
+from odoo_upgrade.request.transport import DEFAULT_SFTP_THRESHOLD_BYTES, may_use_sftp
+from odoo_upgrade.request.upgraded import UpgradedFormat
 
 GROUP = "upgrade.odoo-operator.io"
 VERSION = "v1alpha1"
 PLURAL = "odooupgrades"
 KIND = "OdooUpgrade"
 
-DEFAULT_PLATFORM_URL = "https://upgrade.odoo.com"
 DEFAULT_POLL_INTERVAL = 60.0
 AIMS = ("test", "production")
-FORMATS = ("archive", "sql")
+FORMATS = tuple(f.value for f in UpgradedFormat)
 TRANSPORTS = ("auto", "https", "sftp")
+PLATFORM_APIS = (PlatformApi.DATABASE_V1.value,)
 
 _TARGET = re.compile(r"^(saas~)?\d+\.\d+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -89,6 +91,7 @@ class UpgradeSpec:
     destination_format: str
     transport: str
     platform_url: str
+    platform_api: str
     poll_interval: float
     sftp_host_key: str | None
     sftp_threshold_bytes: int
@@ -96,7 +99,7 @@ class UpgradeSpec:
     @property
     def uses_sftp(self) -> bool:
         """Whether SFTP credentials must exist before the upload (auto may pick SFTP)."""
-        return self.transport in ("sftp", "auto")
+        return may_use_sftp(self.transport)
 
 
 def _section(spec: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -178,6 +181,9 @@ def parse_spec(spec: Mapping[str, Any]) -> UpgradeSpec:
         destination_format=_choice(destination, "format", "destination.format", "archive", FORMATS),
         transport=_choice(spec, "transport", "transport", "auto", TRANSPORTS),
         platform_url=url.rstrip("/"),
+        platform_api=_choice(
+            platform, "api", "platform.api", PlatformApi.DATABASE_V1.value, PLATFORM_APIS
+        ),
         poll_interval=parse_duration(poll) if isinstance(poll, str) else DEFAULT_POLL_INTERVAL,
         sftp_host_key=str(host_key) if host_key else None,
         sftp_threshold_bytes=threshold,

@@ -1,88 +1,73 @@
 """What `.status` shows about a request and its transfers: pure builders, no API calls.
 
-Nothing here may carry the request key or a URL (they embed the key).
+Nothing here may carry the request key or a URL (they embed the key). Every string that came
+from the platform is redacted (a platform may echo a secret back) and cut to a length that
+fits a condition or a status field.
 """
 
 from __future__ import annotations
 
 import datetime
-import re
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from odoo_upgrade.controller import conditions as cond
-from odoo_upgrade.platform import UpgradeRequest
+from odoo_upgrade.platform import Failure
+from odoo_upgrade.redact import redact
+from odoo_upgrade.request.mover_result import MoverResult
+from odoo_upgrade.request.platform import PlatformStatus
 
-# Keys of `.status.platform` (so that a key the platform stopped sending is removed).
-PLATFORM_KEYS = (
-    "state",
-    "issueStage",
-    "estimatedTime",
-    "processedAt",
-    "elapsed",
-    "databaseVersion",
-    "postgresql",
-    "compressions",
-    "filesize",
-    "customerMessage",
-)
-
-_PROGRESS_LINE = re.compile(r"(\d+)/(\d+) bytes")
+# Longest platform text kept in a status field or condition message (metav1.Condition allows
+# 32 KiB; a platform message of that size is noise, and status is read on every pass).
+PLATFORM_TEXT_LIMIT = 2048
 
 
-def human_bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
+def platform_text(value: Any) -> Any:
+    """A value copied from the platform, safe to show: redacted and bounded (strings only)."""
+    if isinstance(value, str):
+        text = redact(value)
+        return text if len(text) <= PLATFORM_TEXT_LIMIT else text[: PLATFORM_TEXT_LIMIT - 1] + "…"
+    if isinstance(value, list):
+        return [platform_text(item) for item in value]
+    return value
 
 
-def progress_text(done: int, total: int | None) -> str:
-    """`42% (1.2 GiB/3.0 GiB)` for the Progress printer column."""
-    if total:
-        return f"{min(100, done * 100 // total)}% ({human_bytes(done)}/{human_bytes(total)})"
-    return human_bytes(done)
-
-
-def parse_progress_line(log: str) -> tuple[int, int] | None:
-    """(done, total) from the mover's last progress line (`... 123/456 bytes ...`)."""
-    found = _PROGRESS_LINE.findall(log)
-    if not found:
-        return None
-    done, total = found[-1]
-    return int(done), int(total)
-
-
-def platform_status(request: UpgradeRequest, checked_at: str) -> dict[str, Any]:
-    """`.status.platform` for a platform answer: the public view, keys it lacks set to null
-    (a merge patch then removes them), and when it was checked. Never a URL or the key."""
-    view = request.public_view()
-    mirrored: dict[str, Any] = {key: view.get(key) for key in PLATFORM_KEYS}
+def platform_status(view: PlatformStatus, checked_at: str) -> dict[str, Any]:
+    """`.status.platform` for a platform answer: every public key (null where the platform
+    sent none, so a merge patch removes it) and when it was checked. Never a URL or the key."""
+    mirrored: dict[str, Any] = {key: platform_text(value) for key, value in view.public.items()}
     mirrored["lastCheckTime"] = checked_at
     return mirrored
 
 
-def uploaded_status(result: Mapping[str, Any], transport: str) -> dict[str, Any]:
+def failures_status(failures: Iterable[Failure | dict[str, Any]]) -> list[dict[str, Any]]:
+    """`.status.failures` as the platform sent them, each field redacted and bounded."""
+    shown = []
+    for failure in failures:
+        data = failure.to_json() if isinstance(failure, Failure) else dict(failure)
+        shown.append({key: platform_text(value) for key, value in data.items()})
+    return shown
+
+
+def uploaded_status(result: MoverResult, transport: str) -> dict[str, Any]:
     """`.status.upload` once the mover reported success."""
-    size = int(result.get("bytes") or 0)
+    size = result.bytes or 0
     return {
-        "transport": str(result.get("transport") or transport),
+        "transport": result.transport or transport,
         "bytesDone": size,
         "bytesTotal": size,
-        "sha256": result.get("sha256"),
-        "attempts": int(result.get("attempts") or 1),
+        "sha256": result.sha256,
+        "attempts": result.attempts or 1,
         "completedAt": cond.now_rfc3339(),
     }
 
 
-def downloaded_status(result: Mapping[str, Any], path: str) -> dict[str, Any]:
+def downloaded_status(result: MoverResult, path: str) -> dict[str, Any]:
     """`.status.download` once the mover reported success (the path inside the volume)."""
     return {
         "path": path,
-        "bytes": int(result.get("bytes") or 0),
-        "sha256": result.get("sha256"),
+        "bytes": result.bytes or 0,
+        "sha256": result.sha256,
         "completedAt": cond.now_rfc3339(),
     }
 

@@ -11,39 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import paramiko
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paramiko.ssh_exception import IncompatiblePeer
 
+# Key pairs are made without paramiko (the operator needs them too); re-exported for callers.
+from odoo_upgrade.request.ssh_keys import SshKeyPair as SshKeyPair
+from odoo_upgrade.request.ssh_keys import generate_ssh_keypair as generate_ssh_keypair
 from odoo_upgrade.transfer.errors import HostKeyMismatch, TransferError, TransferUnavailable
 
 CONNECT_TIMEOUT = 15.0
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr")
-
-
-@dataclass(frozen=True)
-class SshKeyPair:
-    """`private_pem` is OpenSSH format (a secret); `public_line` is `ssh-ed25519 AAAA… comment`."""
-
-    private_pem: str
-    public_line: str
-
-    def __repr__(self) -> str:  # keep the private key out of reprs in logs and tracebacks
-        return f"SshKeyPair(public_line={self.public_line!r})"
-
-
-def generate_ssh_keypair(comment: str = "odoo-upgrade-operator") -> SshKeyPair:
-    """A fresh ed25519 key pair for one request's SFTP access."""
-    key = Ed25519PrivateKey.generate()
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    return SshKeyPair(private_pem=private_pem, public_line=f"{public.decode()} {comment}".strip())
 
 
 def load_private_key(private_key_pem: str) -> paramiko.PKey:

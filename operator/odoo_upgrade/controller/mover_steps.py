@@ -1,0 +1,194 @@
+"""One way to drive a mover Job through a step, whatever its direction.
+
+Start the Job if there is none, report its progress while it runs, take its result when it
+ends: success goes to the step's own handler, a transient failure is retried with growing
+delays up to `--max-mover-retries`, anything else fails the upgrade with the mover's reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from odoo_upgrade.controller import conditions as cond
+from odoo_upgrade.controller import settings
+from odoo_upgrade.controller.movers import MoverJob
+from odoo_upgrade.controller.outcomes import Again, StepResult
+from odoo_upgrade.controller.reporting import fail
+from odoo_upgrade.controller.resource import Upgrade
+from odoo_upgrade.controller.spec import UpgradeSpec, VolumePath
+from odoo_upgrade.platform.retry import RetryPolicy
+from odoo_upgrade.request import secret_keys
+from odoo_upgrade.request.mover_result import (
+    DESTINATION_EXISTS,
+    MOVER_CRASHED,
+    NO_RESULT,
+    Direction,
+    MoverResult,
+)
+from odoo_upgrade.request.progress import progress_text
+
+# Delays between attempts of a mover that failed transiently: 5 s, 10 s, 20 s … 5 min.
+MOVER_RETRY = RetryPolicy(attempts=1_000, base_delay=5.0, max_delay=300.0, jitter=False)
+
+
+@dataclass(frozen=True)
+class MoverStep:
+    """How one direction shows in status: its condition, phase and status field."""
+
+    direction: Direction
+    condition: str
+    phase: str
+    status_field: str
+    verb: str  # "uploading", for messages
+    # Where the Job writes a new file (never over an existing one), for DestinationExists.
+    output: Callable[[UpgradeSpec], tuple[str, VolumePath]] | None = None
+
+    @property
+    def started_event(self) -> str:
+        return f"{self.direction.value.capitalize()}Started"
+
+
+UPLOAD = MoverStep(Direction.UPLOAD, cond.UPLOADED, cond.UPLOADING, "upload", "uploading")
+DOWNLOAD = MoverStep(
+    Direction.DOWNLOAD,
+    cond.DOWNLOADED,
+    cond.DOWNLOADING,
+    "download",
+    "downloading",
+    output=lambda spec: ("destination file", spec.destination),
+)
+
+OnSuccess = Callable[[MoverResult], Awaitable[StepResult]]
+
+
+def job_check_interval(spec: UpgradeSpec) -> float:
+    """How often to look at a running mover Job."""
+    return max(1.0, min(spec.poll_interval, 5.0))
+
+
+async def drive_mover(
+    upgrade: Upgrade,
+    spec: UpgradeSpec,
+    step: MoverStep,
+    on_success: OnSuccess,
+    *,
+    started: dict[str, Any],
+    before_start: Callable[[], Awaitable[None]] | None = None,
+) -> StepResult:
+    """Start, watch or conclude the step's mover Job (`started`: status fields at start)."""
+    mover = await upgrade.movers.find(step.direction)
+    if mover is None:
+        if before_start is not None:
+            await before_start()
+        if await upgrade.movers.start(spec, step.direction):
+            name = upgrade.movers.name(step.direction)
+            message = f'{step.direction.value} Job "{name}" started'
+            await upgrade.patch_status(
+                phase=step.phase,
+                conditions=[(step.condition, cond.UNKNOWN, step.verb.capitalize(), message)],
+                message=message,
+                **{step.status_field: {"startedAt": cond.now_rfc3339(), **started}},
+            )
+            upgrade.event("Normal", step.started_event, message)
+        return Again(job_check_interval(spec))
+    outcome = mover.outcome
+    if not outcome.finished:
+        await report_running(upgrade, spec, step, mover)
+        return Again(job_check_interval(spec))
+    result = mover.result
+    await record_host_key(upgrade, spec, result)
+    if outcome.succeeded and result.succeeded:
+        if upgrade.status.get("moverRetries"):
+            await upgrade.patch_status(moverRetries=None)
+        return await on_success(result)
+    if result.reason in (NO_RESULT, MOVER_CRASHED) and (mover.problem or outcome.reason):
+        # The pod died without its own word: what the kubelet or Job controller saw is better.
+        why = mover.problem or f"{outcome.reason}: {outcome.message}".rstrip(": ")
+        result = MoverResult.failure(
+            (mover.problem or outcome.reason).split(":")[0], why, transient=True
+        )
+    return await mover_failed(upgrade, spec, step, result)
+
+
+async def report_running(
+    upgrade: Upgrade, spec: UpgradeSpec, step: MoverStep, mover: MoverJob
+) -> None:
+    """Best effort, throttled: bytes from the mover's last progress line; a stuck pod's
+    reason in the condition."""
+    problem = mover.problem
+    current = cond.find_condition(upgrade.conditions, step.condition) or {}
+    if problem and problem not in str(current.get("message")):
+        message = f"{step.direction.value} Job waiting: {problem}"
+        await upgrade.patch_status(
+            conditions=[(step.condition, cond.UNKNOWN, problem.split(":")[0], message)],
+            message=message,
+        )
+    if time.monotonic() - upgrade.last_progress_probe < max(2.0, min(spec.poll_interval, 10.0)):
+        return
+    upgrade.last_progress_probe = time.monotonic()
+    line = await upgrade.movers.progress(mover)
+    if line is None:
+        return
+    shown = dict(upgrade.status.get(step.status_field) or {})
+    if shown.get("bytesDone") == line.done and shown.get("bytesTotal") == line.total:
+        return
+    fields: dict[str, Any] = {"bytesDone": line.done}
+    if line.total:
+        fields["bytesTotal"] = line.total
+    changes: dict[str, Any] = {step.status_field: fields}
+    await upgrade.patch_status(progress=progress_text(line.done, line.total), **changes)
+
+
+async def record_host_key(upgrade: Upgrade, spec: UpgradeSpec, result: MoverResult) -> None:
+    """Pin the SFTP host key a mover trusted on first use, for every later attempt."""
+    if not result.host_key or spec.sftp_host_key:
+        return
+    stored = await upgrade.secrets.values() or {}
+    if stored.get(secret_keys.SFTP_HOST_KEY):
+        return
+    await upgrade.secrets.write({secret_keys.SFTP_HOST_KEY: result.host_key})
+    upgrade.event("Normal", "SftpHostKeyRecorded", "SFTP host key recorded on first use")
+
+
+async def mover_failed(
+    upgrade: Upgrade, spec: UpgradeSpec, step: MoverStep, result: MoverResult
+) -> StepResult:
+    """Retry what may pass (the mover says so), fail for what will not."""
+    reason = result.reason.replace(":", "")
+    limit = settings.current().max_mover_retries
+    retries = int(upgrade.status.get("moverRetries") or 0)
+    if result.transient and retries < limit:
+        delay = MOVER_RETRY.delay_before(retries + 2)
+        message = f"{result.error}; retry {retries + 1} of {limit} in {delay:.0f}s"
+        await upgrade.patch_status(
+            conditions=[
+                (step.condition, cond.FALSE, reason, message),
+                (cond.READY, cond.FALSE, reason, message),
+            ],
+            progress=None,
+            message=message,
+            moverRetries=retries + 1,
+        )
+        upgrade.event("Warning", reason, message)
+        await upgrade.movers.delete(step.direction)
+        return Again(delay)
+    if result.transient:
+        message = f"{result.error} (still failing after {retries} retries)"
+        return await fail(upgrade, reason, message, condition_type=step.condition)
+    if result.reason == DESTINATION_EXISTS and step.output is not None:
+        what, output = step.output(spec)
+        message = (
+            f'{what} already exists, not overwritten: "{output.path}" on '
+            f'PersistentVolumeClaim "{output.claim_name}"'
+        )
+        return await fail(upgrade, DESTINATION_EXISTS, message, condition_type=step.condition)
+    return await fail(
+        upgrade,
+        reason,
+        result.error,
+        condition_type=step.condition,
+        failures=result.failures or None,
+    )

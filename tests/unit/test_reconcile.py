@@ -1,0 +1,505 @@
+"""`reconcile`, pass after pass, against an in-memory cluster and a real emulator: one test per
+branch of the flow. The movers are the real `odoo-upgrade mover` processes; only the cluster
+(API server, Job controller, kubelet) is a stand-in (tests/support/fake_cluster.py).
+
+No control plane is needed; each test takes a second or two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from odoo_upgrade.controller import settings
+from odoo_upgrade.controller.flow import reconcile
+from odoo_upgrade.controller.outcomes import Finished, Waiting
+from odoo_upgrade.controller.resource import Upgrade
+from odoo_upgrade.emulator.dumps import NOT_A_DUMP_MESSAGE
+from odoo_upgrade.platform import PlatformError
+from odoo_upgrade.request.mover_result import MoverResult
+from tests.support.emulator import RunningEmulator, sample_dump_bytes
+from tests.support.fake_cluster import FakeCluster
+from tests.support.front import PlatformFront
+
+NS = "odoo"
+NAME = "acme-to-18"
+SOURCE = "dumps/acme.dump"
+DESTINATION = "upgraded/acme-18.dump"
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
+    with RunningEmulator(tmp_path_factory.mktemp("emulator"), process_seconds=0.3) as running:
+        yield running
+
+
+@dataclass
+class Run:
+    """One resource on the fake cluster, driven pass by pass."""
+
+    cluster: FakeCluster
+    emulator: RunningEmulator
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    waits: list[str] = field(default_factory=list)
+    upgrade: Upgrade | None = None
+
+    def handle(self) -> Upgrade:
+        """A fresh handle, as a restarted operator would make (no memory of earlier passes)."""
+        uid = self.cluster.upgrades[(NS, NAME)]["metadata"]["uid"]
+        self.upgrade = Upgrade(
+            self.cluster, NS, NAME, uid, lambda t, r, m: self.events.append((t, r, m))
+        )
+        return self.upgrade
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.cluster.status(NS, NAME)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.events]
+
+    def ready(self) -> dict[str, Any]:
+        return next(c for c in self.status.get("conditions", []) if c["type"] == "Ready")
+
+    async def step(self) -> Finished | None:
+        """One pass; a poll interval has passed after it (the test does not wait for it)."""
+        upgrade = self.upgrade or self.handle()
+        try:
+            result = await reconcile(upgrade)
+        except Waiting as waiting:
+            self.waits.append(str(waiting))
+            return None
+        await self.cluster.settle()
+        platform = self.cluster.upgrades.get((NS, NAME), {}).get("status", {}).get("platform")
+        if platform and platform.get("lastCheckTime"):
+            platform["lastCheckTime"] = "2000-01-01T00:00:00Z"
+        return result if isinstance(result, Finished) else None
+
+    async def until(self, done: Callable[[dict[str, Any]], bool], passes: int = 80) -> None:
+        for _ in range(passes):
+            if await self.step() is not None or done(self.status):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"not reached after {passes} passes: {self.status}")
+
+    async def to_the_end(self, passes: int = 120) -> dict[str, Any]:
+        await self.until(lambda s: s.get("phase") in ("Succeeded", "Failed"), passes)
+        return self.status
+
+
+def spec_for(emulator: RunningEmulator, **changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "target": "18.0",
+        "email": "ops@acme.example",
+        "contractSecretRef": {"name": "odoo-contract"},
+        "source": {"claimName": "backups", "path": SOURCE},
+        "destination": {"claimName": "backups", "path": DESTINATION, "format": "archive"},
+        "transport": "https",
+        "platform": {"url": emulator.url, "pollInterval": "5s"},
+    }
+    spec.update(changes)
+    return spec
+
+
+@pytest.fixture
+def allow(emulator: RunningEmulator) -> Iterator[Callable[..., None]]:
+    def configure(*urls: str, **fields: Any) -> None:
+        settings.configure(
+            settings.OperatorSettings(allowed_platform_urls=urls or (emulator.url,), **fields)
+        )
+
+    configure()
+    yield configure
+    settings.configure(settings.OperatorSettings())
+
+
+@pytest.fixture
+def run(tmp_path: Path, emulator: RunningEmulator, allow: Callable[..., None]) -> Run:
+    return Run(FakeCluster(tmp_path), emulator)
+
+
+def prepare(run: Run, *, dump: bytes | None = None, spec: dict[str, Any] | None = None) -> bytes:
+    """Contract Secret, PVC, a dump on it, the resource."""
+    cluster = run.cluster
+    cluster.add_secret(NS, "odoo-contract", {"contract": run.emulator.contract})
+    volume = cluster.add_pvc(NS, "backups")
+    data = dump if dump is not None else sample_dump_bytes(size=128 * 1024)
+    (volume / SOURCE).parent.mkdir(parents=True, exist_ok=True)
+    (volume / SOURCE).write_bytes(data)
+    cluster.add_upgrade(NS, NAME, spec or spec_for(run.emulator))
+    return data
+
+
+def creates_of(emulator: RunningEmulator, before: int) -> int:
+    return len(emulator.calls("create")) - before
+
+
+# -- the whole flow -----------------------------------------------------------------------
+
+
+async def test_https_flow_creates_once_and_delivers_the_upgraded_dump(run: Run) -> None:
+    before = len(run.emulator.calls("create"))
+    dump = prepare(run)
+    status = await run.to_the_end()
+    assert status["phase"] == "Succeeded", status
+    request_id = status["requestId"]
+    upgraded = run.emulator.upgraded_bytes(request_id)
+    written = run.cluster.volume(NS, "backups") / DESTINATION
+    assert written.read_bytes() == upgraded
+    assert status["upload"]["sha256"] == hashlib.sha256(dump).hexdigest()
+    assert status["download"]["sha256"] == hashlib.sha256(upgraded).hexdigest()
+    assert creates_of(run.emulator, before) == 1
+    assert "createAttemptedAt" in status and status.get("moverRetries") is None
+    order = [
+        "Accepted",
+        "Creating",
+        "RequestCreated",
+        "UploadStarted",
+        "Uploaded",
+        "ProcessingRequested",
+        "DownloadStarted",
+        "Downloaded",
+        "Succeeded",
+    ]
+    assert [r for r in run.reasons if r in order] == order
+    secret = run.cluster.secret_values(NS, f"{NAME}-request")
+    assert secret["requestId"] == str(request_id)
+    assert secret["key"] not in repr(status) + repr(run.events)
+
+
+async def test_sftp_upload_is_granted_access_and_pins_the_host_key_its_mover_saw(run: Run) -> None:
+    prepare(run, spec=spec_for(run.emulator, transport="sftp"))
+    await run.until(
+        lambda s: any(
+            c["type"] == "Uploaded" and c["status"] == "True" for c in s.get("conditions", [])
+        )
+    )
+    secret = run.cluster.secret_values(NS, f"{NAME}-request")
+    assert {"ssh-privatekey", "ssh-publickey", "sftp-access"} <= set(secret)
+    assert secret["sftp-host-key"] == run.emulator.host_key_line()
+    assert run.status["upload"]["transport"] == "sftp"
+    assert "SftpAccessGranted" in run.reasons and "SftpHostKeyRecorded" in run.reasons
+    assert (await run.to_the_end())["phase"] == "Succeeded"
+
+
+async def test_a_restarted_operator_adopts_a_finished_download_instead_of_downloading_again(
+    run: Run,
+) -> None:
+    prepare(run)
+    await run.until(lambda s: s.get("phase") == "Downloading")
+    run.cluster.hold.add(f"{NAME}-download")
+    await run.until(lambda s: "startedAt" in s.get("download", {}))
+    # The Job ends while no operator runs (the one that created it crashed before reading it).
+    result = MoverResult(True, bytes=3, sha256="ab" * 32, attempts=1, transport="https")
+    run.cluster.finish(NS, f"{NAME}-download", exit_code=0, message=json.dumps(result.to_json()))
+    run.handle()
+    status = await run.to_the_end()
+    assert status["phase"] == "Succeeded"
+    assert status["download"]["bytes"] == 3
+    assert run.cluster.calls.count("create_job") == 2  # upload and download, no second one
+
+
+# -- platform states ------------------------------------------------------------------------
+
+
+async def test_every_platform_state_is_mirrored_and_announced(
+    tmp_path: Path, allow: Callable[..., None]
+) -> None:
+    with RunningEmulator(tmp_path / "slow-emulator", process_seconds=3) as slow:
+        allow(slow.url)
+        run = Run(FakeCluster(tmp_path / "cluster"), slow)
+        prepare(run, spec=spec_for(slow))
+        seen: list[str] = []
+
+        def observe(status: dict[str, Any]) -> bool:
+            state = status.get("platform", {}).get("state")
+            if state and (not seen or seen[-1] != state):
+                seen.append(state)
+            return status.get("phase") == "Succeeded"
+
+        await run.until(observe, passes=400)
+    # `pending` lasts a fifth of the processing time: a pass may fall between its ends.
+    assert [s for s in seen if s != "pending"] == ["processing", "testing", "done"], seen
+    announced = [m for _, r, m in run.events if r == "PlatformState"]
+    assert any("testing -> done" in m for m in announced), announced
+
+
+async def test_delivered_after_skip_test_counts_as_upgraded(run: Run) -> None:
+    prepare(run, spec=spec_for(run.emulator, aim="production"))
+    await run.until(lambda s: s.get("platform", {}).get("state") in ("testing", "done"))
+    stored = run.cluster.secret_values(NS, f"{NAME}-request")
+    run.emulator.wait_for_state(int(stored["requestId"]), stored["key"], "testing", "done")
+    run.emulator.api("skip_test", request=stored["requestId"], key=stored["key"])
+    status = await run.to_the_end()
+    assert status["phase"] == "Succeeded", status
+
+
+async def test_invalid_fails_with_the_platforms_customer_message(run: Run) -> None:
+    prepare(run, dump=b"this is not a database dump\n" * 4096)
+    status = await run.to_the_end()
+    assert status["phase"] == "Failed"
+    assert run.ready()["reason"] == "RequestInvalid"
+    assert NOT_A_DUMP_MESSAGE in run.ready()["message"]
+    assert not (run.cluster.volume(NS, "backups") / DESTINATION).exists()
+
+
+# -- prerequisites and the allowlist --------------------------------------------------------
+
+
+async def test_prerequisites_appearing_late_are_waited_for_without_a_platform_call(
+    run: Run,
+) -> None:
+    before = len(run.emulator.calls())
+    run.cluster.add_upgrade(NS, NAME, spec_for(run.emulator))
+    await run.step()
+    assert run.ready()["reason"] == "ContractSecretNotFound"
+    run.cluster.add_secret(NS, "odoo-contract", {"contract": run.emulator.contract})
+    await run.step()
+    assert run.ready()["reason"] == "SourceClaimNotFound"
+    assert len(run.emulator.calls()) == before  # nothing asked of the platform yet
+    volume = run.cluster.add_pvc(NS, "backups")
+    (volume / SOURCE).parent.mkdir(parents=True)
+    (volume / SOURCE).write_bytes(sample_dump_bytes())
+    assert (await run.to_the_end())["phase"] == "Succeeded"
+
+
+async def test_a_platform_url_not_allowed_is_never_contacted_nor_the_contract_read(
+    run: Run, allow: Callable[..., None]
+) -> None:
+    allow("https://upgrade.odoo.com")
+    before = len(run.emulator.calls())
+    prepare(run)
+    for _ in range(3):
+        await run.step()
+    ready = run.ready()
+    assert ready["reason"] == "PlatformUrlNotAllowed"
+    assert run.emulator.url in ready["message"] and "--allowed-platform-url" in ready["message"]
+    assert "get_secret" not in run.cluster.calls
+    assert len(run.emulator.calls()) == before
+    allow(run.emulator.url)  # an operator that allows it
+    assert (await run.to_the_end())["phase"] == "Succeeded"
+
+
+# -- create exactly once --------------------------------------------------------------------
+
+
+async def test_an_intent_to_create_without_a_request_never_creates_again(run: Run) -> None:
+    before = len(run.emulator.calls("create"))
+    prepare(run)
+    # A crash after the intent was recorded and before the answer was stored.
+    await run.cluster.patch_upgrade_status(
+        NS, NAME, {"phase": "Creating", "createAttemptedAt": "2026-01-01T00:00:00Z"}
+    )
+    status = await run.to_the_end()
+    assert status["phase"] == "Failed"
+    assert run.ready()["reason"] == "CreateOutcomeUnknown"
+    assert "delete and re-apply" in run.ready()["message"]
+    assert creates_of(run.emulator, before) == 0
+
+
+@pytest.mark.parametrize("gateway_status", [502, 504])
+async def test_a_create_answered_by_a_gateway_error_is_outcome_unknown(
+    run: Run, allow: Callable[..., None], gateway_status: int
+) -> None:
+    before = len(run.emulator.calls("create"))
+    with PlatformFront(run.emulator.url) as front:
+        allow(front.url)
+        front.answer_create_with(gateway_status)
+        prepare(run, spec=spec_for(run.emulator, platform={"url": front.url, "pollInterval": "5s"}))
+        status = await run.to_the_end()
+    assert status["phase"] == "Failed"
+    assert run.ready()["reason"] == "CreateOutcomeUnknown"
+    assert creates_of(run.emulator, before) == 1  # the platform acted once; never again
+
+
+async def test_a_create_refused_with_503_is_retried_safely(
+    run: Run, tmp_path: Path, allow: Callable[..., None]
+) -> None:
+    with RunningEmulator(tmp_path / "busy", process_seconds=0.3, fail_rate=1.0) as busy:
+        allow(busy.url)
+        run = Run(FakeCluster(tmp_path / "cluster"), busy)
+        prepare(run, spec=spec_for(busy))
+        with pytest.raises(PlatformError) as raised:
+            await reconcile(run.handle())
+        assert raised.value.transient
+        assert "createAttemptedAt" not in run.status  # the platform said it did not act
+        assert all(not c["ok"] for c in busy.calls("create"))
+
+
+async def test_a_secret_write_failing_after_create_is_retried_and_shown(run: Run) -> None:
+    before = len(run.emulator.calls("create"))
+    prepare(run)
+    run.cluster.fail_once("create_secret", RuntimeError("etcdserver: request timed out"))
+    status = await run.to_the_end()
+    assert status["phase"] == "Succeeded"
+    assert creates_of(run.emulator, before) == 1
+
+
+async def test_a_resource_deleted_while_its_request_is_stored_stops_the_retries(
+    run: Run, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = len(run.emulator.calls("create"))
+    prepare(run)
+    real_create = run.cluster.create_secret
+
+    async def namespace_going_away(namespace: str, body: Any) -> dict[str, Any]:
+        run.cluster.upgrades.pop((NS, NAME))
+        raise RuntimeError("namespace odoo is being terminated")
+
+    run.cluster.create_secret = namespace_going_away  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR):
+        assert await run.step() is None  # returns instead of retrying for months
+    run.cluster.create_secret = real_create  # type: ignore[method-assign]
+    assert creates_of(run.emulator, before) == 1
+    assert "stays on the platform" in caplog.text
+
+
+# -- movers -----------------------------------------------------------------------------------
+
+
+async def test_a_transient_mover_failure_is_retried_and_then_succeeds(run: Run) -> None:
+    prepare(run)
+    source = run.cluster.volume(NS, "backups") / SOURCE
+    kept = source.read_bytes()
+    source.unlink()
+    await run.until(lambda s: s.get("moverRetries") == 1)
+    uploaded = next(c for c in run.status["conditions"] if c["type"] == "Uploaded")
+    assert uploaded["reason"] == "SourceNotFound" and "retry 1 of 10" in uploaded["message"]
+    source.write_bytes(kept)
+    status = await run.to_the_end()
+    assert status["phase"] == "Succeeded", status
+    assert run.cluster.calls.count("delete_job") >= 1
+
+
+async def test_transient_failures_beyond_the_limit_fail_with_the_last_reason(
+    run: Run, allow: Callable[..., None]
+) -> None:
+    allow(max_mover_retries=2)
+    prepare(run)
+    (run.cluster.volume(NS, "backups") / SOURCE).unlink()
+    status = await run.to_the_end()
+    assert status["phase"] == "Failed"
+    assert run.ready()["reason"] == "SourceNotFound"
+    assert "after 2 retries" in run.ready()["message"]
+
+
+async def test_a_permanent_mover_failure_fails_at_once_with_the_platforms_failures(
+    run: Run,
+) -> None:
+    prepare(run)
+    run.cluster.hold.add(f"{NAME}-upload")
+    await run.until(lambda s: "startedAt" in s.get("upload", {}))
+    failure = MoverResult.failure(
+        "PlatformFailure",
+        "upload: STATE:INVALID: not draft",
+        transient=False,
+        failures=[{"reason": "STATE:INVALID", "message": "not draft"}],
+    )
+    run.cluster.finish(NS, f"{NAME}-upload", exit_code=2, message=json.dumps(failure.to_json()))
+    status = await run.to_the_end()
+    assert status["phase"] == "Failed"
+    assert run.ready()["reason"] == "PlatformFailure"
+    assert status["failures"] == [{"reason": "STATE:INVALID", "message": "not draft"}]
+    assert status.get("moverRetries") is None
+
+
+async def test_progress_comes_from_the_movers_log_and_a_stuck_pod_shows_why(run: Run) -> None:
+    prepare(run)
+    run.cluster.hold.add(f"{NAME}-upload")
+    await run.until(lambda s: "startedAt" in s.get("upload", {}))
+    run.cluster.set_running(
+        NS, f"{NAME}-upload", "upload: 300 bytes over https\nupload: 150/300 bytes (50%)\n"
+    )
+    await run.step()
+    assert run.status["progress"] == "50% (150 B/300 B)"
+    assert run.status["upload"]["bytesDone"] == 150
+    run.cluster.set_pod_status(
+        NS,
+        f"{NAME}-upload",
+        {
+            "phase": "Pending",
+            "containerStatuses": [
+                {
+                    "name": "mover",
+                    "state": {
+                        "waiting": {
+                            "reason": "ImagePullBackOff",
+                            "message": "Back-off pulling image",
+                        }
+                    },
+                }
+            ],
+        },
+    )
+    await run.step()
+    uploaded = next(c for c in run.status["conditions"] if c["type"] == "Uploaded")
+    assert uploaded["reason"] == "ImagePullBackOff" and "Back-off" in uploaded["message"]
+
+
+async def test_a_job_owned_by_another_object_is_never_adopted(run: Run) -> None:
+    prepare(run)
+    run.cluster.jobs[(NS, f"{NAME}-upload")] = {
+        "metadata": {
+            "name": f"{NAME}-upload",
+            "uid": "other",
+            "ownerReferences": [{"uid": "someone-else"}],
+        },
+        "status": {},
+    }
+    await run.until(lambda s: s.get("requestId") is not None)
+    await run.step()
+    await run.step()
+    assert run.ready()["reason"] == "JobConflict"
+    assert run.cluster.jobs[(NS, f"{NAME}-upload")]["metadata"]["uid"] == "other"
+
+
+# -- the way back ---------------------------------------------------------------------------
+
+
+async def test_an_existing_destination_fails_and_a_spec_change_downloads_again(
+    run: Run,
+) -> None:
+    before = len(run.emulator.calls("create"))
+    prepare(run)
+    taken = run.cluster.volume(NS, "backups") / DESTINATION
+    taken.parent.mkdir(parents=True)
+    taken.write_bytes(b"precious")
+    status = await run.to_the_end()
+    assert status["phase"] == "Failed" and run.ready()["reason"] == "DestinationExists"
+    assert DESTINATION in run.ready()["message"] and taken.read_bytes() == b"precious"
+    run.cluster.edit_spec(NS, NAME, {"destination": {"path": "upgraded/acme-18-b.dump"}})
+    status = await run.to_the_end()
+    assert status["phase"] == "Succeeded", status
+    assert (taken.parent / "acme-18-b.dump").read_bytes() == run.emulator.upgraded_bytes(
+        status["requestId"]
+    )
+    assert taken.read_bytes() == b"precious"
+    assert creates_of(run.emulator, before) == 1
+
+
+async def test_a_lost_request_secret_fails_the_upgrade(run: Run) -> None:
+    prepare(run)
+    await run.until(lambda s: s.get("requestId") is not None)
+    run.cluster.secrets.pop((NS, f"{NAME}-request"))
+    status = await run.to_the_end()
+    assert status["phase"] == "Failed" and run.ready()["reason"] == "RequestSecretLost"
+
+
+async def test_a_foreign_request_secret_is_never_read_or_written(run: Run) -> None:
+    prepare(run)
+    run.cluster.add_secret(NS, f"{NAME}-request", {"requestId": "1", "key": "not-ours-at-all"})
+    await run.step()
+    assert run.ready()["reason"] == "RequestSecretConflict"
+    assert run.cluster.secret_values(NS, f"{NAME}-request") == {
+        "requestId": "1",
+        "key": "not-ours-at-all",
+    }
