@@ -19,8 +19,9 @@ from aiohttp import ClientSession, web
 class PlatformFront:
     """A reverse proxy on a free loopback port, run in a thread of its own."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, port: int = 0) -> None:
         self.upstream = upstream.rstrip("/")
+        self._bind_port = port
         self.create_status: int | None = None  # replace create's answer with this status
         self.creates_seen = 0
         self._released = threading.Event()
@@ -54,7 +55,7 @@ class PlatformFront:
         app.router.add_route("*", "/{tail:.*}", self._forward)
         runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", self._bind_port)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._runner = runner

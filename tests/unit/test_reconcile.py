@@ -25,6 +25,7 @@ from odoo_upgrade.controller.resource import Upgrade
 from odoo_upgrade.emulator.dumps import NOT_A_DUMP_MESSAGE
 from odoo_upgrade.platform import PlatformError
 from odoo_upgrade.request.mover_result import MoverResult
+from odoo_upgrade.request.ssh_keys import generate_ssh_keypair
 from tests.support.emulator import RunningEmulator, sample_dump_bytes
 from tests.support.fake_cluster import FakeCluster
 from tests.support.front import PlatformFront
@@ -189,6 +190,18 @@ async def test_sftp_upload_is_granted_access_and_pins_the_host_key_its_mover_saw
     assert run.status["upload"]["transport"] == "sftp"
     assert "SftpAccessGranted" in run.reasons and "SftpHostKeyRecorded" in run.reasons
     assert (await run.to_the_end())["phase"] == "Succeeded"
+
+
+async def test_a_pinned_host_key_that_does_not_match_fails_before_a_byte_is_sent(
+    run: Run,
+) -> None:
+    stranger = " ".join(generate_ssh_keypair().public_line.split()[:2])
+    prepare(run, spec=spec_for(run.emulator, transport="sftp", sftp={"hostKey": stranger}))
+    status = await run.to_the_end()
+    assert status["phase"] == "Failed"
+    assert "host key" in run.ready()["message"].lower()
+    assert not run.emulator.original_path(status["requestId"]).exists()
+    assert run.cluster.secret_values(NS, f"{NAME}-request")["sftp-host-key"] == stranger
 
 
 async def test_a_restarted_operator_adopts_a_finished_download_instead_of_downloading_again(

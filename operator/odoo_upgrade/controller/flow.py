@@ -40,6 +40,7 @@ from odoo_upgrade.platform import PlatformError, PlatformFailure, RetryPolicy
 from odoo_upgrade.platform.errors import platform_surely_did_not_act
 from odoo_upgrade.platform.v1 import DatabaseV1
 from odoo_upgrade.redact import forget_secrets, redact, register_secret
+from odoo_upgrade.request import secret_keys
 from odoo_upgrade.request.allowlist import url_is_allowed
 from odoo_upgrade.request.mover_result import MoverResult
 from odoo_upgrade.request.platform import CreatedRequest, RequestOrder, RequestRef, states_of
@@ -284,7 +285,10 @@ async def upload_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
             "request_sftp_access",
             lambda p: grant_sftp_access(as_v1(p), stored.request_id, stored.key),
         )
-        await upgrade.secrets.write(grant.secret_values())
+        values = grant.secret_values()
+        if spec.sftp_host_key:  # the mover pins exactly this key
+            values[secret_keys.SFTP_HOST_KEY] = spec.sftp_host_key
+        await upgrade.secrets.write(values)
         how = "pinned" if spec.sftp_host_key else "trusted on first use"
         upgrade.event("Normal", "SftpAccessGranted", f"SFTP access granted (host key {how})")
 
