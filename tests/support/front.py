@@ -5,12 +5,15 @@ acted, the answer is late) or replace it with a gateway error (502/504).
     with PlatformFront(emulator.url) as front:        # front.url goes into spec.platform.url
         front.hold_create()                            # answers to create wait until released
         front.answer_create_with(502)                  # create reaches the platform, 502 back
+        front.echo_key = True                          # the platform quotes the request key back
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import urllib.parse
 from types import TracebackType
 
 from aiohttp import ClientSession, web
@@ -24,6 +27,9 @@ class PlatformFront:
         self._bind_port = port
         self.create_status: int | None = None  # replace create's answer with this status
         self.creates_seen = 0
+        # A careless platform: `status` quotes the key in customer_message, `process` refuses
+        # with the key in its failure.
+        self.echo_key = False
         self._released = threading.Event()
         self._released.set()
         self._loop = asyncio.new_event_loop()
@@ -79,6 +85,10 @@ class PlatformFront:
         ):
             content = await answer.read()
             status, content_type = answer.status, answer.headers.get("Content-Type")
+        if self.echo_key:
+            echoed = _echo_key(request.path, body, status, content)
+            if echoed is not None:
+                status, content = echoed
         if request.path.endswith("/create"):
             self.creates_seen += 1
             while not self._released.is_set():  # the platform acted; the answer waits
@@ -104,6 +114,22 @@ class PlatformFront:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _echo_key(path: str, body: bytes, status: int, content: bytes) -> tuple[int, bytes] | None:
+    """The answer a careless platform gives: the caller's key quoted back in it."""
+    key = (urllib.parse.parse_qs(body.decode(errors="replace")).get("key") or [""])[0]
+    if not key:
+        return None
+    if path.endswith("/status"):
+        answer = json.loads(content)
+        if isinstance(answer.get("request"), dict):
+            answer["request"]["customer_message"] = f"Request for key {key}: all good so far"
+        return status, json.dumps(answer).encode()
+    if path.endswith("/process"):
+        failure = {"reason": "KEY:REJECTED", "message": f"key {key} is not valid", "value": key}
+        return 400, json.dumps({"failures": [failure]}).encode()
+    return None
 
 
 def _mime(content_type: str | None) -> str | None:
