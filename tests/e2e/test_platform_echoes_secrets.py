@@ -18,7 +18,15 @@ from tests.support.front import PlatformFront
 from tests.support.operator import RunningOperator
 from tests.support.operator_fixtures import install_crd
 from tests.support.platform_ports import take_port
-from tests.support.scenario import Kube, Namespace, condition, describe, events_text, phase_of
+from tests.support.scenario import (
+    Kube,
+    Namespace,
+    Upgrade,
+    condition,
+    describe,
+    events_text,
+    phase_of,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -40,38 +48,48 @@ def own_operator(
         running.stop()
 
 
+def apply_behind(front: PlatformFront, ns: Namespace, name: str) -> Upgrade:
+    ns.put_dump(f"dumps/{name}.dump")
+    return ns.apply_upgrade(
+        name,
+        platform_url=front.url,
+        source_path=f"dumps/{name}.dump",
+        destination_path=f"upgraded/{name}.dump",
+    )
+
+
 def test_a_key_the_platform_echoes_is_masked_everywhere(
     own_operator: RunningOperator, cluster: Any, tmp_path: Path
 ) -> None:
     kube = Kube(Path(cluster.kubeconfig))
     with (
         RunningEmulator(tmp_path / "emulator", port=take_port()) as emulator,
-        PlatformFront(emulator.url, port=take_port()) as front,
+        PlatformFront(emulator.url, port=take_port()) as chatty,
+        PlatformFront(emulator.url, port=take_port()) as refusing,
     ):
-        front.echo_key = True
+        chatty.echo_key_in = {"status"}  # customer_message quotes the key
+        refusing.echo_key_in = {"process"}  # the refusal of `process` quotes it
         ns = Namespace.create(kube, cluster.volume_dir, diagnostics=own_operator.log_tail)
         try:
             ns.prepare(contract=emulator.contract)
-            ns.put_dump("dumps/acme.dump")
-            upgrade = ns.apply_upgrade(
-                f"echo-{uuid.uuid4().hex[:6]}",
-                platform_url=front.url,
-                source_path="dumps/acme.dump",
-                destination_path="upgraded/acme-18.dump",
-            )
-            obj = upgrade.wait_for_phase("Failed", "Succeeded", timeout=180)
-            key = upgrade.request_secret()["key"]
+            told = apply_behind(chatty, ns, f"told-{uuid.uuid4().hex[:6]}")
+            refused = apply_behind(refusing, ns, f"refused-{uuid.uuid4().hex[:6]}")
+            told_obj = told.wait_for_phase("Failed", "Succeeded", timeout=180)
+            refused_obj = refused.wait_for_phase("Failed", "Succeeded", timeout=180)
+            keys = [told.request_secret()["key"], refused.request_secret()["key"]]
             readable = {
-                "status": json.dumps(obj.get("status", {})),
+                "status": json.dumps([told_obj.get("status"), refused_obj.get("status")]),
                 "events": events_text(kube, ns.name),
                 "operator log": own_operator.logs(),
             }
         finally:
             ns.delete()
-    assert phase_of(obj) == "Failed", describe(obj)
-    assert (condition(obj, "Ready") or {}).get("reason") == "ProcessRefused", describe(obj)
-    assert obj["status"]["failures"][0]["reason"] == "KEY:REJECTED"
-    assert "***" in obj["status"]["failures"][0]["message"]
-    assert "***" in str(obj["status"]["platform"].get("customerMessage"))
-    leaks = [where for where, text in readable.items() if key in text]
-    assert leaks == [], f"the request key is readable in: {', '.join(leaks)}"
+    assert phase_of(told_obj) == "Succeeded", describe(told_obj)
+    assert "***" in str(told_obj["status"]["platform"].get("customerMessage"))
+    assert phase_of(refused_obj) == "Failed", describe(refused_obj)
+    ready = condition(refused_obj, "Ready") or {}
+    assert ready.get("reason") == "ProcessRefused", describe(refused_obj)
+    failure = refused_obj["status"]["failures"][0]
+    assert failure["reason"] == "KEY:REJECTED" and "***" in failure["message"]
+    leaks = [where for where, text in readable.items() for key in keys if key in text]
+    assert leaks == [], f"a request key is readable in: {', '.join(leaks)}"

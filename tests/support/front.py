@@ -5,7 +5,7 @@ acted, the answer is late) or replace it with a gateway error (502/504).
     with PlatformFront(emulator.url) as front:        # front.url goes into spec.platform.url
         front.hold_create()                            # answers to create wait until released
         front.answer_create_with(502)                  # create reaches the platform, 502 back
-        front.echo_key = True                          # the platform quotes the request key back
+        front.echo_key_in = {"status", "process"}      # the platform quotes the request key back
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ class PlatformFront:
         self.create_status: int | None = None  # replace create's answer with this status
         self.creates_seen = 0
         # A careless platform: `status` quotes the key in customer_message, `process` refuses
-        # with the key in its failure.
-        self.echo_key = False
+        # with the key in its failure (for the methods named here).
+        self.echo_key_in: set[str] = set()
         self._released = threading.Event()
         self._released.set()
         self._loop = asyncio.new_event_loop()
@@ -85,7 +85,7 @@ class PlatformFront:
         ):
             content = await answer.read()
             status, content_type = answer.status, answer.headers.get("Content-Type")
-        if self.echo_key:
+        if request.path.rsplit("/", 1)[-1] in self.echo_key_in:
             echoed = _echo_key(request.path, body, status, content)
             if echoed is not None:
                 status, content = echoed

@@ -17,6 +17,7 @@ from odoo_upgrade.controller.flow import reconcile
 from odoo_upgrade.controller.outcomes import Finished
 from odoo_upgrade.controller.reporting import fail
 from odoo_upgrade.controller.resource import Upgrade
+from odoo_upgrade.controller.wakeups import sleep_or_wake
 from odoo_upgrade.platform import PlatformError, PlatformFailure, RetryPolicy
 from odoo_upgrade.redact import redact, secrets_owned_by
 
@@ -26,13 +27,17 @@ logger = logging.getLogger("odoo_upgrade.controller.flow")
 PASS_RETRY = RetryPolicy(attempts=1_000_000, base_delay=1.0, max_delay=300.0)
 
 
-async def run(upgrade: Upgrade, stopped: Callable[[], bool]) -> None:
-    """Run passes of the flow; every secret registered meanwhile belongs to this resource."""
+async def run(
+    upgrade: Upgrade, stopped: Callable[[], bool], wake: asyncio.Event | None = None
+) -> None:
+    """Run passes of the flow; every secret registered meanwhile belongs to this resource.
+
+    `wake` cuts a wait short (a mover Job of this resource changed)."""
     with secrets_owned_by(upgrade.uid):
-        await _run(upgrade, stopped)
+        await _run(upgrade, stopped, wake)
 
 
-async def _run(upgrade: Upgrade, stopped: Callable[[], bool]) -> None:
+async def _run(upgrade: Upgrade, stopped: Callable[[], bool], wake: asyncio.Event | None) -> None:
     troubles = 0  # consecutive passes that failed, for the backoff only
     while not stopped():
         try:
@@ -63,4 +68,4 @@ async def _run(upgrade: Upgrade, stopped: Callable[[], bool]) -> None:
                 delay,
                 redact(f"{type(error).__name__}: {error}"),
             )
-        await asyncio.sleep(max(0.0, delay))
+        await sleep_or_wake(max(0.0, delay), wake)

@@ -41,7 +41,7 @@ from odoo_upgrade.platform.errors import platform_surely_did_not_act
 from odoo_upgrade.platform.v1 import DatabaseV1
 from odoo_upgrade.redact import forget_secrets, redact, register_secret
 from odoo_upgrade.request import secret_keys
-from odoo_upgrade.request.allowlist import url_is_allowed
+from odoo_upgrade.request.allowlist import UrlNotAllowed, url_is_allowed
 from odoo_upgrade.request.mover_result import MoverResult
 from odoo_upgrade.request.platform import CreatedRequest, RequestOrder, RequestRef, states_of
 from odoo_upgrade.request.progress import format_bytes
@@ -82,15 +82,8 @@ async def validate_prerequisites(upgrade: Upgrade, spec: UpgradeSpec) -> str | N
     asked of the platform (and no contract read) while something is missing.
     """
     phase = upgrade.phase or cond.PENDING
-    allowed = settings.current().allowed_platform_urls
-    if not url_is_allowed(spec.platform_url, allowed):
-        await wait_for(
-            upgrade,
-            "PlatformUrlNotAllowed",
-            f'spec.platform.url "{spec.platform_url}" is not allowed by this operator (allowed: '
-            f"{', '.join(allowed)}); its administrator allows it with --allowed-platform-url",
-            phase=phase,
-        )
+    if not url_is_allowed(spec.platform_url, settings.current().allowed_platform_urls):
+        await wait_for(upgrade, "PlatformUrlNotAllowed", not_allowed_message(spec), phase=phase)
     contract: str | None = None
     if upgrade.request_id is None:
         ref = spec.contract
@@ -137,6 +130,14 @@ async def validate_prerequisites(upgrade: Upgrade, spec: UpgradeSpec) -> str | N
     return contract
 
 
+def not_allowed_message(spec: UpgradeSpec) -> str:
+    allowed = ", ".join(settings.current().allowed_platform_urls)
+    return (
+        f'spec.platform.url "{spec.platform_url}" is not allowed by this operator (allowed: '
+        f"{allowed}); its administrator allows it with --allowed-platform-url"
+    )
+
+
 # -- 2. create -----------------------------------------------------------------------------
 
 
@@ -144,7 +145,7 @@ async def create_request(upgrade: Upgrade, spec: UpgradeSpec, contract: str) -> 
     """Call `create` at most once, ever: the intent is recorded first, the answer stored
     in the Secret before anything else. A Secret holding a request (a crash between Secret and
     status) is adopted; an intent without a request means the outcome is unknown."""
-    stored = await upgrade.secrets.stored_request()
+    stored = await upgrade.stored_request()
     if stored is not None:
         await record_request(upgrade, stored.request_id, adopted=True)
         return NOW
@@ -202,7 +203,7 @@ async def save_request(upgrade: Upgrade, created: CreatedRequest) -> None:
     request_id = created.ref.request_id
     for attempt in itertools.count(1):
         try:
-            await upgrade.secrets.write(created.secret_values)
+            await upgrade.write_secret(created.secret_values)
             await record_request(upgrade, request_id, adopted=False)
             return
         except (asyncio.CancelledError, KeyboardInterrupt):
@@ -257,7 +258,7 @@ async def record_request(upgrade: Upgrade, request_id: int, *, adopted: bool) ->
 
 async def stored_request(upgrade: Upgrade) -> StoredRequest:
     """The request of this resource, as stored; `RequestLost` when its Secret is gone."""
-    stored = await upgrade.secrets.stored_request()
+    stored = await upgrade.stored_request()
     if stored is None:
         raise RequestLost(
             f'Secret "{request_secret_name(upgrade.name)}" holding the key of request '
@@ -277,7 +278,8 @@ async def upload_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
     """The upload Job streams the dump from the source PVC (SFTP access granted first)."""
     stored = await stored_request(upgrade)
 
-    async def grant_sftp() -> None:
+    async def prepare() -> None:
+        await validate_prerequisites(upgrade, spec)
         if not may_use_sftp(spec.transport) or stored.sftp_access is not None:
             return
         grant = await upgrade.platform_call(
@@ -288,7 +290,7 @@ async def upload_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
         values = grant.secret_values()
         if spec.sftp_host_key:  # the mover pins exactly this key
             values[secret_keys.SFTP_HOST_KEY] = spec.sftp_host_key
-        await upgrade.secrets.write(values)
+        await upgrade.write_secret(values)
         how = "pinned" if spec.sftp_host_key else "trusted on first use"
         upgrade.event("Normal", "SftpAccessGranted", f"SFTP access granted (host key {how})")
 
@@ -311,7 +313,7 @@ async def upload_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
         UPLOAD,
         uploaded,
         started={"transport": spec.transport, "completedAt": None},
-        before_start=grant_sftp,
+        before_start=prepare,
     )
 
 
@@ -408,12 +410,16 @@ async def download_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
         upgrade.event("Normal", "Downloaded", message)
         return NOW
 
+    async def validate() -> None:
+        await validate_prerequisites(upgrade, spec)
+
     return await drive_mover(
         upgrade,
         spec,
         DOWNLOAD,
         downloaded,
         started={"path": spec.destination.path},
+        before_start=validate,
     )
 
 
@@ -507,6 +513,8 @@ async def reconcile(upgrade: Upgrade) -> StepResult:
         await wait_for(upgrade, "JobConflict", str(error))
     except RequestLost as error:
         return await fail(upgrade, "RequestSecretLost", str(error))
+    except UrlNotAllowed:
+        await wait_for(upgrade, "PlatformUrlNotAllowed", not_allowed_message(spec))
     finally:
         metrics.STEP_DURATION.labels(step=step.value).observe(time.monotonic() - started)
 
@@ -516,8 +524,7 @@ async def run_step(upgrade: Upgrade, spec: UpgradeSpec, step: Step) -> StepResul
     if step is Step.CREATE:
         contract = await validate_prerequisites(upgrade, spec)
         return await create_request(upgrade, spec, contract or "")
-    if step in (Step.UPLOAD, Step.DOWNLOAD):
-        await validate_prerequisites(upgrade, spec)
+    # Upload and download check their prerequisites before they start a mover Job.
     steps = {
         Step.UPLOAD: upload_dump,
         Step.PROCESS: start_processing,

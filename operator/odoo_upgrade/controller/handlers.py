@@ -12,12 +12,14 @@ from typing import Any
 import kopf
 
 from odoo_upgrade.controller import driver, metrics
-from odoo_upgrade.controller.jobs import Owner
+from odoo_upgrade.controller.jobs import MANAGED_BY, MANAGED_BY_LABEL, UID_LABEL, Owner
 from odoo_upgrade.controller.kube import ClusterApi, KubeApi, load_credentials
 from odoo_upgrade.controller.movers import MoverJobs
 from odoo_upgrade.controller.resource import EventSink, Upgrade
 from odoo_upgrade.controller.secret_store import RequestSecretStore
 from odoo_upgrade.controller.spec import GROUP, PLURAL, VERSION
+from odoo_upgrade.controller.wakeups import Wakeups
+from odoo_upgrade.platform.pool import PlatformPool
 from odoo_upgrade.redact import forget_secrets, redact
 from odoo_upgrade.request.mover_result import Direction
 
@@ -60,6 +62,8 @@ async def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     configure_settings(settings)
     await load_credentials()
     memo["kube"] = KubeApi()
+    memo["platforms"] = PlatformPool()
+    memo["wakeups"] = Wakeups()
 
 
 @kopf.on.cleanup()
@@ -67,6 +71,9 @@ async def stop_operator(memo: kopf.Memo, **_: Any) -> None:
     kube = memo.get("kube")
     if isinstance(kube, KubeApi):
         await kube.close()
+    platforms = memo.get("platforms")
+    if isinstance(platforms, PlatformPool):
+        await platforms.aclose()
 
 
 def event_sink(body: kopf.Body) -> EventSink:
@@ -87,10 +94,25 @@ async def drive_upgrade(
     **_: Any,
 ) -> None:
     """Run the flow of one OdooUpgrade until it is Succeeded or Failed."""
-    upgrade = Upgrade(memo["kube"], namespace or "", name, uid, event_sink(body))
+    upgrade = Upgrade(
+        memo["kube"], namespace or "", name, uid, event_sink(body), platforms=memo["platforms"]
+    )
+    wakeups: Wakeups = memo["wakeups"]
     # Errors are retried inside the driver with backoff; the daemon ends only when the
     # upgrade is final or kopf stops it (deletion, shutdown).
-    await driver.run(upgrade, stopped=lambda: bool(stopped))
+    try:
+        await driver.run(upgrade, stopped=lambda: bool(stopped), wake=wakeups.event_for(uid))
+    finally:
+        wakeups.forget(uid)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY_LABEL: MANAGED_BY}, id="mover-jobs")
+async def mover_job_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    """A mover Job changed (started, finished, deleted): its resource's flow looks at once."""
+    uid = labels.get(UID_LABEL)
+    wakeups = memo.get("wakeups")
+    if uid and isinstance(wakeups, Wakeups):
+        wakeups.wake(uid)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="children")

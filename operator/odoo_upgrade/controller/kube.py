@@ -8,11 +8,12 @@ Calls made here (kubernetes_asyncio; kopf logs in with the same credentials, `lo
     ""                        persistentvolumeclaims get
     batch                     jobs                  get, create, delete
     ""                        pods                  list
-    ""                        pods/log              get        (upload progress, best effort)
+    ""                        pods/log              get        (mover progress, best effort)
 
 Calls made by kopf on the operator's behalf:
 
     upgrade.odoo-operator.io  odooupgrades          list, watch, patch (finalizer, annotations)
+    batch                     jobs                  list, watch (mover Jobs wake their flow)
     apiextensions.k8s.io      customresourcedefinitions  list, watch (resource discovery)
     ""                        namespaces            list, watch (only with namespace patterns)
     ""  and events.k8s.io     events                create (kopf.event)

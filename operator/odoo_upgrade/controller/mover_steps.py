@@ -64,9 +64,14 @@ DOWNLOAD = MoverStep(
 OnSuccess = Callable[[MoverResult], Awaitable[StepResult]]
 
 
+# How often a running mover Job is looked at (progress, a stuck pod). Its end wakes the flow
+# at once when the operator watches Jobs (controller.wakeups); this bounds the wait otherwise.
+RUNNING_JOB_INTERVAL = 10.0
+
+
 def job_check_interval(spec: UpgradeSpec) -> float:
-    """How often to look at a running mover Job."""
-    return max(1.0, min(spec.poll_interval, 5.0))
+    """How long to wait before looking at a running mover Job again."""
+    return max(2.0, min(spec.poll_interval, RUNNING_JOB_INTERVAL))
 
 
 async def drive_mover(
@@ -146,10 +151,10 @@ async def record_host_key(upgrade: Upgrade, spec: UpgradeSpec, result: MoverResu
     """Pin the SFTP host key a mover trusted on first use, for every later attempt."""
     if not result.host_key or spec.sftp_host_key:
         return
-    stored = await upgrade.secrets.values() or {}
-    if stored.get(secret_keys.SFTP_HOST_KEY):
+    stored = await upgrade.stored_request()
+    if stored is None or stored.sftp_host_key:
         return
-    await upgrade.secrets.write({secret_keys.SFTP_HOST_KEY: result.host_key})
+    await upgrade.write_secret({secret_keys.SFTP_HOST_KEY: result.host_key})
     upgrade.event("Normal", "SftpHostKeyRecorded", "SFTP host key recorded on first use")
 
 

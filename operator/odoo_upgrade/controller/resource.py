@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from odoo_upgrade.controller import conditions as cond
-from odoo_upgrade.controller import metrics
+from odoo_upgrade.controller import metrics, settings
 from odoo_upgrade.controller.jobs import Owner
 from odoo_upgrade.controller.kube import ClusterApi
 from odoo_upgrade.controller.movers import MoverJobs
@@ -19,8 +19,11 @@ from odoo_upgrade.controller.secret_store import RequestSecretStore
 from odoo_upgrade.controller.spec import SpecError, UpgradeSpec, parse_duration
 from odoo_upgrade.platform import PlatformError, PlatformFailure
 from odoo_upgrade.platform.apis import open_platform
+from odoo_upgrade.platform.pool import PlatformPool
 from odoo_upgrade.redact import redact
+from odoo_upgrade.request.allowlist import UrlNotAllowed, url_is_allowed
 from odoo_upgrade.request.platform import Platform
+from odoo_upgrade.request.stored import StoredRequest
 
 T = TypeVar("T")
 
@@ -41,8 +44,12 @@ class Upgrade:
     uid: str
     events: EventSink
     obj: dict[str, Any] = field(default_factory=dict)
+    # Shared clients of a long-running operator; without, a client per call.
+    platforms: PlatformPool | None = None
     # In memory only to throttle best-effort progress probes; never a source of flow state.
     last_progress_probe: float = 0.0
+    # The stored request as last read (it changes only through `write_secret`).
+    _stored: StoredRequest | None = None
 
     @property
     def owner(self) -> Owner:
@@ -88,6 +95,17 @@ class Upgrade:
             seconds = 60.0
         return max(2.0, min(15.0, seconds))
 
+    async def stored_request(self) -> StoredRequest | None:
+        """The request Secret's view, read once and kept (the flow is its only writer)."""
+        if self._stored is None:
+            self._stored = await self.secrets.stored_request()
+        return self._stored
+
+    async def write_secret(self, values: dict[str, str]) -> None:
+        """Merge values into the request Secret (creating it), then forget the cached view."""
+        await self.secrets.write(values)
+        self._stored = None
+
     async def refresh(self) -> None:
         """Read the resource from the API server (the truth after any restart)."""
         self.obj = await self.kube.get_upgrade(self.namespace, self.name)
@@ -122,9 +140,15 @@ class Upgrade:
     async def platform_call(
         self, spec: UpgradeSpec, method: str, call: Callable[[Platform], Awaitable[T]]
     ) -> T:
-        """One platform call, counted in the metrics (errors by a closed set of reasons)."""
+        """One platform call, counted in the metrics (errors by a closed set of reasons).
+
+        Only to a URL the operator allows (`--allowed-platform-url`): `UrlNotAllowed` else."""
+        if not url_is_allowed(spec.platform_url, settings.current().allowed_platform_urls):
+            raise UrlNotAllowed(spec.platform_url)
         metrics.PLATFORM_CALLS.labels(method=method).inc()
         try:
+            if self.platforms is not None:
+                return await call(self.platforms.get(spec.platform_api, spec.platform_url))
             platform = open_platform(spec.platform_api, spec.platform_url)
             try:
                 return await call(platform)

@@ -1,0 +1,28 @@
+"""One platform client per (API, URL), reused across calls of a long-running process.
+
+Opening a client per call costs a TLS context and a handshake each time; the operator makes
+thousands of calls an hour across its resources.
+"""
+
+from __future__ import annotations
+
+from odoo_upgrade.platform.apis import open_platform
+from odoo_upgrade.request.platform import Platform
+
+
+class PlatformPool:
+    """Clients by (api, url); `aclose()` closes them all."""
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str, str], Platform] = {}
+
+    def get(self, api: str, base_url: str) -> Platform:
+        key = (api, base_url)
+        if key not in self._clients:
+            self._clients[key] = open_platform(api, base_url)
+        return self._clients[key]
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
