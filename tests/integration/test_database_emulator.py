@@ -189,3 +189,21 @@ def test_a_directory_upgrade_of_a_non_odoo_dump_is_refused(
         )
     assert not (tmp_path / "upgraded.dump").exists()
     assert not [d for d in postgres.databases() if d.startswith("emulator_scratch_")]
+
+
+def test_a_custom_dump_cut_short_becomes_invalid_with_pg_restores_words(
+    postgres: PostgresServer,
+    odoo_database: OdooDatabase,
+    emulator: RunningEmulator,
+    tmp_path: Path,
+) -> None:
+    whole = pg_dump_file(postgres, odoo_database.name, tmp_path / "acme.dump").read_bytes()
+    cut = tmp_path / "cut.dump"
+    # res_partner's data comes last: the module rows (read at `process`) are still whole.
+    cut.write_bytes(whole[: int(len(whole) * 0.8)])
+
+    final = run_upgrade(emulator, cut, "18.0")
+
+    assert final["state"] == "invalid", final
+    assert final["database_version"] == "16.0"
+    assert "pg_restore" in final["customer_message"]

@@ -63,24 +63,41 @@ def check_source(
     validate_database_name(database, fields.name)
     tools = tools or find_client_tools(hint=hint)
     with DatabaseServer(settings, tools=tools, fields=fields) as server:
-        version = server.version(database)
-        tools.require_supports("pg_dump", version.text, server_of=fields.secret, hint=hint)
-        size = server.database_size(database)
-        data = server.table_data_size(database)
-    return SourceCheck(database, version.text, tools.tool_version("pg_dump"), size, data)
+        facts = server.inspect(database)
+    tools.require_supports("pg_dump", facts.version.text, server_of=fields.secret, hint=hint)
+    return SourceCheck(
+        database,
+        facts.version.text,
+        tools.tool_version("pg_dump"),
+        facts.size_bytes,
+        facts.data_bytes,
+    )
+
+
+@dataclass(frozen=True)
+class RestoreFacts:
+    version: ServerVersion
+    already_restored: bool  # the target exists, restored for this token
+    existing: dict[str, str | None]  # of the names asked about, those that exist: comment
 
 
 def require_restorable(
-    server: DatabaseServer, database: str, token: str | None, hint: str
-) -> tuple[ServerVersion, bool]:
-    """The checks of a restore target on an open server; (version, already restored)."""
+    server: DatabaseServer,
+    database: str,
+    token: str | None,
+    hint: str,
+    *,
+    also: tuple[str, ...] = (),
+) -> RestoreFacts:
+    """The checks of a restore target on an open server (and which of `also` exist)."""
     fields = server.fields
     version = server.version()
     for tool in ("pg_restore", "psql"):
         server.tools.require_supports(tool, version.text, server_of=fields.secret, hint=hint)
-    if server.database_exists(database):
-        if token is not None and server.database_comment(database) == restore_marker(token):
-            return version, True
+    existing = server.databases_named(database, *also)
+    if database in existing:
+        if token is not None and existing[database] == restore_marker(token):
+            return RestoreFacts(version, True, existing)
         raise RestoreTargetExists(
             f"{fields.name}: database {database!r} exists already on the PostgreSQL server at "
             f"{server.settings.address}; a restore never drops or overwrites a database "
@@ -93,7 +110,7 @@ def require_restorable(
             f"PostgreSQL server at {server.settings.address} (it needs CREATEDB)",
             field=fields.secret,
         )
-    return version, False
+    return RestoreFacts(version, False, existing)
 
 
 def check_restore_target(
@@ -110,5 +127,7 @@ def check_restore_target(
     validate_database_name(database, fields.name)
     tools = tools or find_client_tools(hint=hint)
     with DatabaseServer(settings, tools=tools, fields=fields) as server:
-        version, done = require_restorable(server, database, token, hint)
-    return RestoreTargetCheck(database, version.text, tools.tool_version("pg_restore"), done)
+        facts = require_restorable(server, database, token, hint)
+    return RestoreTargetCheck(
+        database, facts.version.text, tools.tool_version("pg_restore"), facts.already_restored
+    )

@@ -232,11 +232,13 @@ def _restore_failure(
     )
 
 
-def _drop_leftover(server: DatabaseServer, temporary: str, marker: str) -> None:
+def _drop_leftover(
+    server: DatabaseServer, temporary: str, marker: str, existing: dict[str, str | None]
+) -> None:
     """Drop a temporary database a crashed run left (ours: our comment, or none at all)."""
-    if not server.database_exists(temporary):
+    if temporary not in existing:
         return
-    comment = server.database_comment(temporary)
+    comment = existing[temporary]
     # No comment: a run that died between CREATE DATABASE and COMMENT.
     if comment not in (None, marker):
         raise RestoreTemporaryNameTaken(
@@ -274,13 +276,13 @@ def restore_database(
     marker = restore_marker(token)
     temporary = temporary_database_name(database, token)
     with DatabaseServer(settings, tools=tools, fields=fields) as server:
-        _, already = require_restorable(server, database, token, hint)
-        if already:
+        facts = require_restorable(server, database, token, hint, also=(temporary,))
+        if facts.already_restored:
             version = verify_base_series(
                 server, database, target, shown_as="it was restored by an earlier run"
             )
             return RestoreResult(database, version, fmt, adopted=True)
-        _drop_leftover(server, temporary, marker)
+        _drop_leftover(server, temporary, marker, facts.existing)
         server.create_database(temporary, comment=marker)
         try:
             load_dump(server, temporary, source, fmt, jobs=jobs, progress=progress)
@@ -291,9 +293,7 @@ def restore_database(
                 shown_as=f"the temporary database was dropped and nothing was created as "
                 f"{database!r}",
             )
-            if server.database_exists(database):
-                raise _target_appeared(server, database)
-            try:
+            try:  # fails, and touches nothing, if the target appeared meanwhile
                 server.rename_database(temporary, database)
             except DatabaseError as exc:
                 if "already exists" in exc.message:

@@ -100,9 +100,29 @@ class ServerVersion:
     number: int  # server_version_num: 150018
     text: str  # "15.18"
 
+    @classmethod
+    def from_num(cls, number: int) -> ServerVersion:
+        return cls(number, version_from_num(number))
+
     @property
     def major(self) -> PgMajor:
         return PgMajor.from_version_num(self.number)
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    version: ServerVersion
+    size_bytes: int  # pg_database_size
+    data_bytes: int  # its tables' data (with TOAST, without indexes): a dump's raw content
+
+
+_VERSION_SQL = "SELECT current_setting('server_version_num');"
+_TABLE_DATA_SQL = (
+    "SELECT coalesce(sum(pg_table_size(c.oid)), 0) FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'm') AND n.nspname <> 'information_schema' "
+    "AND n.nspname NOT LIKE 'pg\\_%'"
+)
 
 
 def classify_failure(
@@ -170,6 +190,7 @@ class DatabaseServer:
         self._context = libpq_environment(settings)
         self._env: dict[str, str] | None = None
         self._maintenance: str | None = None
+        self._version: ServerVersion | None = None
 
     def __enter__(self) -> DatabaseServer:
         self._env = self._context.__enter__()
@@ -246,65 +267,55 @@ class DatabaseServer:
     def maintenance_database(self) -> str:
         """A database every role may connect to, for statements about other databases."""
         if self._maintenance is None:
-            last: DatabaseError | None = None
-            for candidate in MAINTENANCE_DATABASES:
-                try:
-                    self.query("SELECT 1", candidate, named=False, doing="connecting")
-                except (DatabaseConnectionFailed, DatabasePermissionDenied) as exc:
-                    last = exc
-                    continue
-                self._maintenance = candidate
-                break
-            else:
-                assert last is not None
-                raise last
+            self.version()
+        assert self._maintenance is not None
         return self._maintenance
 
     def admin_query(self, sql: str, doing: str) -> list[list[str]]:
         return self.query(sql, self.maintenance_database(), named=False, doing=doing)
 
-    def version(self, database: str | None = None) -> ServerVersion:
-        """The server's version, connecting to `database` (default: a maintenance one)."""
-        sql = "SELECT current_setting('server_version_num');"
-        if database is None:
-            rows = self.admin_query(sql, "reading the server version")
-        else:
-            rows = self.query(sql, database, doing="reading the server version")
-        number = int(rows[0][0])
-        return ServerVersion(number, version_from_num(number))
+    def version(self) -> ServerVersion:
+        """The server's version, from the first maintenance database that lets us in."""
+        if self._version is None:
+            last: DatabaseError | None = None
+            for candidate in MAINTENANCE_DATABASES:
+                try:
+                    rows = self.query(_VERSION_SQL, candidate, named=False, doing="connecting")
+                except (DatabaseConnectionFailed, DatabasePermissionDenied) as exc:
+                    last = exc
+                    continue
+                self._maintenance = candidate
+                self._version = ServerVersion.from_num(int(rows[0][0]))
+                break
+            else:
+                assert last is not None
+                raise last
+        return self._version
 
-    def database_size(self, database: str) -> int:
+    def inspect(self, database: str) -> DatabaseFacts:
+        """Connect to `database` (so: it exists, we may connect): version and sizes."""
         rows = self.query(
-            "SELECT pg_database_size(current_database());", database, doing="reading its size"
-        )
-        return int(rows[0][0])
-
-    def table_data_size(self, database: str) -> int:
-        """Bytes of table data (with TOAST, without indexes): what a dump holds, uncompressed."""
-        rows = self.query(
-            "SELECT coalesce(sum(pg_table_size(c.oid)), 0) FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind IN ('r', 'm') AND n.nspname <> 'information_schema' "
-            "AND n.nspname NOT LIKE 'pg\\_%';",
+            f"SELECT current_setting('server_version_num'), "
+            f"pg_database_size(current_database()), ({_TABLE_DATA_SQL});",
             database,
-            doing="reading its tables' size",
+            doing="reading its version and size",
         )
-        return int(rows[0][0])
+        number, size, data = rows[0]
+        self._version = ServerVersion.from_num(int(number))
+        return DatabaseFacts(self._version, int(size), int(data))
+
+    def databases_named(self, *names: str) -> dict[str, str | None]:
+        """Which of `names` exist, each with its comment (None when it has none)."""
+        listed = ", ".join(quote_literal(n) for n in names)
+        rows = self.admin_query(
+            "SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') "  # noqa: S608
+            f"FROM pg_database WHERE datname IN ({listed});",
+            "looking up databases",
+        )
+        return {row[0]: row[1] or None for row in rows}
 
     def database_exists(self, database: str) -> bool:
-        rows = self.admin_query(
-            f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(database)};",  # noqa: S608
-            "looking up a database",
-        )
-        return bool(rows)
-
-    def database_comment(self, database: str) -> str | None:
-        rows = self.admin_query(
-            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "  # noqa: S608
-            f"WHERE datname = {quote_literal(database)};",
-            "reading a database comment",
-        )
-        return (rows[0][0] or None) if rows else None
+        return database in self.databases_named(database)
 
     def can_create_databases(self) -> bool:
         rows = self.admin_query(
@@ -327,7 +338,7 @@ class DatabaseServer:
     def drop_database(self, database: str) -> None:
         """DROP DATABASE IF EXISTS, ending the sessions still in it (a killed restore's)."""
         name = quote_identifier(database)
-        if self.version().number >= 130000:
+        if self.version().number >= 130000:  # WITH (FORCE) since PostgreSQL 13
             sql = f"DROP DATABASE IF EXISTS {name} WITH (FORCE);"
         else:
             sessions = f"datname = {quote_literal(database)} AND pid <> pg_backend_pid()"

@@ -75,10 +75,17 @@ def _tool_version(executable: Path) -> str:
         ) from None
 
 
+def _is_debian_wrapper(executable: Path) -> bool:
+    """Debian's /usr/bin/pg_dump is pg_wrapper (Perl), dispatching to a versioned bin dir
+    that is a candidate of its own: skipping it saves ~0.1 s per command."""
+    return os.path.realpath(executable).endswith("/pg_wrapper")
+
+
 def _candidate_dirs(env: Mapping[str, str]) -> list[Path]:
     seen: list[Path] = []
     for entry in env.get("PATH", "").split(os.pathsep):
-        if entry and (Path(entry) / "pg_dump").is_file():
+        executable = Path(entry) / "pg_dump"
+        if entry and executable.is_file() and not _is_debian_wrapper(executable):
             seen.append(Path(entry))
     seen.extend(sorted(Path("/").glob(DEBIAN_BIN_GLOB.lstrip("/"))))
     unique: list[Path] = []
