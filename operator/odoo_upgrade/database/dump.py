@@ -46,15 +46,19 @@ class DumpResult:
         return {"bytes": self.bytes, "sha256": self.sha256, "serverVersion": self.server_version}
 
 
+def _exists_already(destination: Path, path_field: str) -> DumpDestinationExists:
+    return DumpDestinationExists(
+        f"{path_field}: {destination} exists already; a dump never overwrites a file "
+        "(move it away or choose another path)",
+        field=path_field,
+    )
+
+
 def _refuse_existing(destination: Path, path_field: str) -> None:
     try:
         refuse_existing(destination)
     except DestinationExists:
-        raise DumpDestinationExists(
-            f"{path_field}: {destination} exists already; a dump never overwrites a file "
-            "(move it away or choose another path)",
-            field=path_field,
-        ) from None
+        raise _exists_already(destination, path_field) from None
     if not destination.parent.is_dir():
         raise DumpFailed(
             f"{path_field}: the directory {destination.parent} does not exist", field=path_field
@@ -66,9 +70,8 @@ def _open_part(destination: Path, path_field: str) -> PartFile:
     try:
         part = PartFile.open(destination)
     except DestinationExists:
-        _refuse_existing(destination, path_field)
-        raise
-    except TransferError as exc:
+        raise _exists_already(destination, path_field) from None
+    except TransferError as exc:  # another dump to the same file holds its part's lock
         raise DumpFailed(f"{path_field}: {exc}", field=path_field) from None
     if part.size:
         part.restart()  # a crashed run's half dump: pg_dump cannot append to it

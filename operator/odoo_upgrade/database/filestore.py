@@ -294,9 +294,10 @@ def build_filestore(
 ) -> FilestoreResult:
     """Make `path` = copy of `source_path` + the upgraded filestore; blocking.
 
-    `upgraded` is the upgraded archive (a zip whose `filestore/` members are merged) or a
-    directory that is itself a filestore (the upgrade/request API's `filestore/`). The
-    source is only read. Refuses an existing `path` unless this `token` built it.
+    `upgraded` is the upgraded archive (a zip whose `filestore/` members are merged), a
+    directory that is itself a filestore (the upgrade/request API's `filestore/`), or a
+    plain SQL file (nothing to merge). The source is only read. Refuses an existing `path`
+    unless this `token` built it. `progress(files, None)` every 1000 files, then the total.
     """
     source, destination = Path(source_path), Path(path)
     if check_filestore(source, destination, token=token, fields=fields):
@@ -316,8 +317,9 @@ def build_filestore(
     if upgraded_path is not None:
         if upgraded_path.is_dir():
             merged = _merge_directory(upgraded_path, part)
-        else:
+        elif zipfile.is_zipfile(upgraded_path):
             merged = _merge_zip(upgraded_path, part)
+        # else: an upgraded SQL file (destination format `sql`) carries no filestore
     files = _count_files(part)
     result = FilestoreResult(destination, files, copier.linked, copier.copied, merged, False)
     if token is not None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
+from odoo_upgrade.database.child import StderrTail, libpq_message
 from odoo_upgrade.database.errors import ClientToolsMissing
 from odoo_upgrade.database.tools import find_client_tools
 from odoo_upgrade.database.versions import odoo_series
@@ -153,15 +154,14 @@ def _pgdmp_base_series(path: Path) -> str | None:
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     assert process.stdout is not None and process.stderr is not None
+    stderr = StderrTail(process.stderr)
     with process.stdout as stdout:
         series = _base_series(stdout)  # type: ignore[arg-type]
         while stdout.read(SCAN_BLOCK):  # the rest, so that pg_restore ends normally
             pass
-    stderr = process.stderr.read().decode("utf-8", "replace")
-    process.stderr.close()
     if process.wait() != 0:
-        first = next((line for line in stderr.splitlines() if "error" in line), stderr.strip())
-        raise DumpUnreadable(f"The database dump could not be read by pg_restore: {first[:300]}")
+        message = libpq_message(stderr.text(), limit=300)
+        raise DumpUnreadable(f"The database dump could not be read by pg_restore: {message}")
     return series
 
 
