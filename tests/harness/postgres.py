@@ -354,7 +354,15 @@ def start_postgres(
         os_user=os_user,
     )
     _initdb(server)
-    _start(server, timeout)
+    for attempt in range(3):
+        try:
+            _start(server, timeout)
+            break
+        except PostgresStartFailed:
+            # Another process may have taken the free port in between: try another one.
+            if port is not None or attempt == 2 or "could not bind" not in server.log_tail():
+                raise
+            server.port = free_port()
     server.create_role(server.app_user, server.app_password, "CREATEDB")
     record = _record_path(state)
     fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

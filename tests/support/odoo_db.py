@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import zipfile
 from dataclasses import dataclass
@@ -237,11 +236,6 @@ def odoo_zip_backup(
             for name in filenames:
                 path = Path(directory) / name
                 archive.write(path, "filestore/" + str(path.relative_to(database.filestore)))
-    return destination
-
-
-def copy_tree(source: Path, destination: Path) -> Path:
-    shutil.copytree(source, destination)
     return destination
 
 

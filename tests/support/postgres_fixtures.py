@@ -44,7 +44,7 @@ def app_settings(postgres: PostgresServer) -> ConnectionSettings:
 
 
 @pytest.fixture
-def database_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+def database_name() -> Callable[[str], str]:
     """`database_name("src")` -> a name unique in the session (tests share one server)."""
 
     def make(prefix: str) -> str:
