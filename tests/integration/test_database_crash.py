@@ -96,8 +96,11 @@ else:
 """
 
 
-def start_child(*args: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "operator"))
+def start_child(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    """The library in a process of its own; its temp files (the password file a SIGKILL
+    leaves behind) stay under the test's tmp_path."""
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "operator"), TMPDIR=str(tmp_path / "tmp"))
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, *args], env=env, start_new_session=True
     )  # fmt: skip
@@ -138,7 +141,7 @@ def test_killed_restoring_process_leaves_no_database_under_the_final_name(
     target = f"crashdb_killed_{fmt}"
     temporary = temporary_database_name(target, "uid-2")
     tool = "pg_restore" if fmt == "custom" else "psql"
-    child = start_child("restore", str(secret), str(dump), target, "uid-2")
+    child = start_child(tmp_path, "restore", str(secret), str(dump), target, "uid-2")
     try:
         wait_for_process(tool, temporary)
         time.sleep(0.3)
@@ -182,7 +185,7 @@ def test_killed_dumping_process_leaves_only_a_part_and_a_rerun_replaces_it(
     out = tmp_path / "out"
     out.mkdir()
     dump = out / "big.dump"
-    child = start_child("dump", str(secret), big_database.name, str(dump))
+    child = start_child(tmp_path, "dump", str(secret), big_database.name, str(dump))
     wait_for_process("pg_dump", "--format=custom", big_database.name)
     deadline = time.monotonic() + 30
     while not (out / ".big.dump.part").exists() or not (out / ".big.dump.part").stat().st_size:
