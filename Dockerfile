@@ -34,6 +34,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
+# pg_dump, pg_restore and psql for the dump and restore movers: the distribution's newest
+# client, which reads every older server (a newer server needs another image: --database-image).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client \
+    && rm -rf /var/lib/apt/lists/*
 # --no-index: nothing but the wheels of stage 1 gets in; the bind mount keeps them out of layers.
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     pip install --no-index --find-links /wheels odoo-upgrade-operator

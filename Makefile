@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv with the package and its test extras
 
-sysdeps: ## install the system tools tests and benchmarks use (curl, jq, OpenSSH client)
+sysdeps: ## install the system tools tests and benchmarks use (curl, jq, OpenSSH client, PostgreSQL)
 	bash scripts/install-system-deps.sh
 
 controlplane: ## build etcd, kube-apiserver, kube-controller-manager, helm (cached in ~/.cache/odoo-upgrade-operator)

@@ -20,6 +20,7 @@ RULES = [
     ("platform", (*KUBERNETES, "click", "paramiko")),
     ("request", (*KUBERNETES, "click", "httpx", "http.client", "paramiko")),
     ("transfer", (*KUBERNETES, "click")),
+    ("database", (*KUBERNETES, "click")),
     ("mover.py", ("kopf", "kubernetes", "kubernetes_asyncio")),
     ("controller", ("httpx", "http.client", "paramiko", "aiohttp")),
 ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from odoo_upgrade.database.connection import settings_from_url
 from odoo_upgrade.emulator.config import DEFAULT_TARGETS, SAMPLE_CONTRACT, EmulatorConfig
 from odoo_upgrade.emulator.server import serve
 from odoo_upgrade.redact import install_log_redaction
@@ -73,6 +74,14 @@ from odoo_upgrade.redact import install_log_redaction
     default=None,
     help="Seed of the --fail-rate dice, for reproducible runs.",
 )
+@click.option(
+    "--postgres-url",
+    envvar="ODOO_UPGRADE_EMULATOR_POSTGRES_URL",
+    default=None,
+    help="Scratch PostgreSQL server for directory-format upgrades, "
+    "postgresql://USER:PASSWORD@HOST:PORT/DB (better in $ODOO_UPGRADE_EMULATOR_POSTGRES_URL: "
+    "a password on the command line is visible to every user).",
+)
 def main(
     host: str,
     port: int,
@@ -86,6 +95,7 @@ def main(
     drop_after_bytes: int | None,
     latency: float,
     fault_seed: int | None,
+    postgres_url: str | None,
 ) -> None:
     """Run a local Odoo Upgrade Platform (v1 API over HTTP, and SFTP)."""
     logging.basicConfig(
@@ -96,6 +106,11 @@ def main(
     # paramiko logs every aborted handshake (port probes too) as ERROR tracebacks.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     install_log_redaction()
+    if postgres_url:
+        try:
+            settings_from_url(postgres_url)  # checks the URL's shape, registers its password
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--postgres-url") from None
     config = EmulatorConfig(
         host=host,
         port=port,
@@ -109,6 +124,7 @@ def main(
         drop_after_bytes=drop_after_bytes,
         latency=latency,
         fault_seed=fault_seed,
+        postgres_url=postgres_url or None,
     )
     asyncio.run(serve(config))
 

@@ -29,6 +29,9 @@ class EmulatorConfig:
     drop_after_bytes: int | None = None
     latency: float = 0.0
     fault_seed: int | None = None
+    # A scratch PostgreSQL server (postgresql://user:password@host:port/db) for upgrades that
+    # need one (directory-format dumps); the password is a secret.
+    postgres_url: str | None = field(default=None, repr=False)
 
     def base_url(self, bound_port: int | None = None) -> str:
         """Base of every URL the emulator hands out (`--public-url`, else `http://HOST:PORT`)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from odoo_upgrade.emulator.dumps import DumpInfo, sniff_dump
-from odoo_upgrade.emulator.upgrade import build_upgraded
+from odoo_upgrade.emulator.upgrade import UpgradeRefused, build_upgraded
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +221,14 @@ class RequestStore:
                         "sql_length": files.sql_length,
                     }
                     self._save(fresh)
+        except UpgradeRefused as refused:
+            # The dump cannot be upgraded: the request turns `invalid`, saying why.
+            with self._lock:
+                fresh = self.get(request_id)
+                if fresh is not None and fresh.dump is not None:
+                    fresh.dump = {**fresh.dump, "valid": False, "customer_message": str(refused)}
+                    self._save(fresh)
+            log.warning("request %s: %s", request_id, refused)
         except Exception:
             log.exception("building the upgraded dump of request %s failed", request_id)
         finally:
