@@ -34,6 +34,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
+# rsync over OpenSSH ssh: the transfers of the `upgrade/request` API (transfer/rsync.py).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends rsync openssh-client \
+    && rm -rf /var/lib/apt/lists/*
 # --no-index: nothing but the wheels of stage 1 gets in; the bind mount keeps them out of layers.
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     pip install --no-index --find-links /wheels odoo-upgrade-operator
