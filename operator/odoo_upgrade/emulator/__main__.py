@@ -15,6 +15,16 @@ from odoo_upgrade.emulator.server import serve
 from odoo_upgrade.redact import install_log_redaction
 
 
+def parse_port_range(value: str | None) -> tuple[int, int] | None:
+    """`"32768-60999"` -> (32768, 60999); a clear usage error for anything else."""
+    if value is None:
+        return None
+    low, _, high = value.partition("-")
+    if not (low.isdigit() and high.isdigit() and 0 < int(low) <= int(high) < 65536):
+        raise click.BadParameter(f"expected LOW-HIGH ports such as 32768-60999, got {value!r}")
+    return int(low), int(high)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8080, show_default=True, help="HTTP port (0: any free port).")
@@ -73,6 +83,18 @@ from odoo_upgrade.redact import install_log_redaction
     default=None,
     help="Seed of the --fail-rate dice, for reproducible runs.",
 )
+@click.option(
+    "--assigned-host",
+    default=None,
+    help="host:port that upgrade/request `create` assigns (default: this emulator's own).",
+)
+@click.option(
+    "--rsync-port-range",
+    default=None,
+    metavar="LOW-HIGH",
+    callback=lambda _ctx, _param, value: parse_port_range(value),
+    help="Ports for upgrade/request transfer windows, e.g. 32768-60999 (default: any free).",
+)
 def main(
     host: str,
     port: int,
@@ -86,8 +108,11 @@ def main(
     drop_after_bytes: int | None,
     latency: float,
     fault_seed: int | None,
+    assigned_host: str | None,
+    rsync_port_range: tuple[int, int] | None,
 ) -> None:
-    """Run a local Odoo Upgrade Platform (v1 API over HTTP, and SFTP)."""
+    """Run a local Odoo Upgrade Platform (v1 API over HTTP, and SFTP; the upgrade/request
+    API with rsync over SSH)."""
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,
@@ -109,6 +134,8 @@ def main(
         drop_after_bytes=drop_after_bytes,
         latency=latency,
         fault_seed=fault_seed,
+        assigned_host=assigned_host,
+        rsync_port_range=rsync_port_range,
     )
     asyncio.run(serve(config))
 
