@@ -26,10 +26,10 @@ class CallLog:
         status: int,
         answer: dict[str, Any],
         *,
-        extra: dict[str, int] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         """Log one answered call. Only the method, request id and failure reasons are kept
-        (and `extra` counters, such as the bytes of an rsync session)."""
+        (and `extra` fields, such as the bytes of an rsync session or the Host asked)."""
         reasons = [str(f.get("reason")) for f in answer.get("failures") or []]
         entry = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),

@@ -278,6 +278,11 @@ async def _read_envelope(request: web.Request) -> tuple[object, dict[str, Any]]:
     return envelope.get("id"), envelope.get("params") or {}
 
 
+def _host(request: web.Request) -> dict[str, str]:
+    """The Host a call was sent to, for calls.jsonl (shows the switch to the assigned host)."""
+    return {"host": request.host}
+
+
 def _request_id_of(api: RequestApi, params: dict[str, Any], result: dict[str, Any]) -> int | None:
     if isinstance(result.get("request_id"), int):
         return int(result["request_id"])
@@ -296,7 +301,9 @@ async def rpc_method(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(faults.latency)
     if faults.should_fail_call():
         # Answered before acting, so that a retried `create` never makes two requests.
-        request.app[_CALLS_KEY].record(call_name, None, 503, {"failures": [{"reason": "HTTP:503"}]})
+        request.app[_CALLS_KEY].record(
+            call_name, None, 503, {"failures": [{"reason": "HTTP:503"}]}, extra=_host(request)
+        )
         return web.json_response(
             {"jsonrpc": "2.0", "error": {"code": 503, "message": "Service Unavailable"}},
             status=503,
@@ -321,7 +328,11 @@ async def rpc_method(request: web.Request) -> web.StreamResponse:
     except RequestRefusal as refusal:
         request_id = _request_id_of(api, params, {})
         request.app[_CALLS_KEY].record(
-            call_name, request_id, 200, {"failures": [{"reason": refusal.reason}]}
+            call_name,
+            request_id,
+            200,
+            {"failures": [{"reason": refusal.reason}]},
+            extra=_host(request),
         )
         return _envelope(call_id, result={"error": refusal.message})
     except JsonRpcFault as fault:
@@ -330,7 +341,9 @@ async def rpc_method(request: web.Request) -> web.StreamResponse:
         )
         return _jsonrpc_error(call_id, fault)
     request_id = _request_id_of(api, params, result)
-    request.app[_CALLS_KEY].record(call_name, request_id, 200, {"failures": []})
+    request.app[_CALLS_KEY].record(
+        call_name, request_id, 200, {"failures": []}, extra=_host(request)
+    )
     return _envelope(call_id, result=result)
 
 
@@ -342,18 +355,32 @@ async def logs(request: web.Request) -> web.StreamResponse:
     if faults.latency > 0:
         await asyncio.sleep(faults.latency)
     if faults.should_fail_call():
-        calls.record("upgrade/request/logs", None, 503, {"failures": [{"reason": "HTTP:503"}]})
+        calls.record(
+            "upgrade/request/logs",
+            None,
+            503,
+            {"failures": [{"reason": "HTTP:503"}]},
+            extra=_host(request),
+        )
         return web.Response(status=503, text="Service Unavailable\n")
     token = request.query.get("token", "")
     record = api.store.by_token(token) if token else None
     if record is None:
-        calls.record("upgrade/request/logs", None, 404, {"failures": [{"reason": "TOKEN:INVALID"}]})
+        calls.record(
+            "upgrade/request/logs",
+            None,
+            404,
+            {"failures": [{"reason": "TOKEN:INVALID"}]},
+            extra=_host(request),
+        )
         return web.Response(status=404, text="No upgrade request matches this token\n")
     text = api.store.log_text(record).encode()
     size = len(text)
     header = request.headers.get("Range")
     match = _RANGE.match(header.strip()) if header else None
-    calls.record("upgrade/request/logs", record.request_id, 200, {"failures": []})
+    calls.record(
+        "upgrade/request/logs", record.request_id, 200, {"failures": []}, extra=_host(request)
+    )
     if match is None:
         return web.Response(body=text, content_type="text/plain", charset="utf-8")
     start = int(match.group(1))
