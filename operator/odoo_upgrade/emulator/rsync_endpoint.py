@@ -44,6 +44,8 @@ BLOCK = 256 * 1024
 WINDOW_SIZE = 16 * 1024 * 1024
 # After a cut, the rsync process gets this long to exit by itself (and keep its partial file).
 EXIT_GRACE = 20.0
+# After the exit status, the client gets this long to close the connection itself.
+CLOSE_GRACE = 10.0
 
 
 def key_line(key: paramiko.PKey) -> str:
@@ -213,6 +215,11 @@ class TransferEndpoint:
                 return
             assert connection.command is not None
             self._run(channel, transport, connection.command)
+            # The client disconnects after the exit status; closing first would reset the TCP
+            # connection under data it is still sending (ssh then fails with 255).
+            deadline = time.monotonic() + CLOSE_GRACE
+            while transport.is_active() and time.monotonic() < deadline:
+                time.sleep(0.02)
         except (paramiko.SSHException, EOFError, OSError) as error:
             log.info(
                 "ssh connection to request %s ended: %s", self.request_id, type(error).__name__
