@@ -170,6 +170,9 @@ class TransferEndpoint:
     def stop(self) -> None:
         """Close the port and cut every open connection (idempotent)."""
         self._stopped.set()
+        # shutdown first: it stops listening at once, even while accept() waits in a thread.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.listener.close()
         with self._lock:
