@@ -376,3 +376,18 @@ async def test_redirects_are_not_followed(
     ) as client:
         with pytest.raises(PlatformProtocolError):
             await client.status("t0k3n-abcdef")
+
+
+async def test_a_restarted_emulator_carries_on_to_done(
+    make_emulator: Callable[..., RunningEmulator], tmp_path: Path, keys: SshKeyPair
+) -> None:
+    emu = make_emulator(process_seconds=2)
+    async with request_client(emu) as client:
+        created = await create_request(client, emu, keys)
+        await upload(client, created, keys, write_sample_dump(tmp_path / "db.dump"))
+        await client.process(created.token)
+        emu.kill()  # mid-processing, before the upgraded set exists
+        emu.start()
+        status = await wait_for_status(client, created.token, "done", "failed")
+    assert status.status == "done"
+    assert (emu.request_data(created.request_id) / "upgraded.dump").is_dir()

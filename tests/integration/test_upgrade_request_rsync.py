@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -283,3 +284,31 @@ async def test_transfer_windows_follow_the_state(
         done = await done_request(client, shared_emulator, keys, dump)
         with pytest.raises(PlatformFailure, match='needs "new"'):
             await client.transfer_start(done.token, "upload")
+
+
+async def test_transfer_window_is_stopped_when_the_transfer_fails(
+    shared_emulator: RunningEmulator, tmp_path: Path, keys: SshKeyPair
+) -> None:
+    async with request_client(shared_emulator) as client:
+        created = await create_request(client, shared_emulator, keys)
+        with pytest.raises(FileNotFoundError):
+            async with client.transfer_window(created.token, "upload") as window:
+                endpoint = RsyncEndpoint.for_window(client.request_host, window)
+                await upload_rsync(endpoint, keys.private_pem, tmp_path / "missing.dump")
+    mine = [c["method"] for c in shared_emulator.calls() if c["request"] == created.request_id]
+    assert mine[-2:] == ["upgrade/request/transfer/start", "upgrade/request/transfer/stop"]
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", window.ssh_port), timeout=5).close()
+
+
+async def test_transfer_ports_come_from_the_configured_range(
+    make_emulator: Callable[..., RunningEmulator], tmp_path: Path, keys: SshKeyPair
+) -> None:
+    emu = make_emulator(rsync_port_range="41710-41719")
+    async with request_client(emu) as client:
+        created = await create_request(client, emu, keys)
+        sent = await upload(client, created, keys, write_sample_dump(tmp_path / "db.dump"))
+        window = await client.transfer_start(created.token, "upload")
+        await client.transfer_stop(created.token)
+    assert 41710 <= window.ssh_port <= 41719
+    assert sent.attempts == 1
