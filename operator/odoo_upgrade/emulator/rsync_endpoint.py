@@ -214,7 +214,11 @@ class TransferEndpoint:
         try:
             transport.start_server(server=connection)
             channel = transport.accept(timeout=HANDSHAKE_TIMEOUT)
-            if channel is None or not connection.exec_requested.wait(HANDSHAKE_TIMEOUT):
+            deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+            while channel is not None and not connection.exec_requested.wait(0.1):
+                if not transport.is_active() or time.monotonic() > deadline:
+                    return  # a shell asked (and refused), or nothing asked at all
+            if channel is None:
                 return
             assert connection.command is not None
             self._run(channel, transport, connection.command)
@@ -289,7 +293,7 @@ class TransferEndpoint:
         pumps[1].join(timeout=5)
         if not cut.is_set():
             with contextlib.suppress(OSError, paramiko.SSHException):
-                channel.send_exit_status(code)
+                channel.send_exit_status(code if code >= 0 else 128 - code)  # signal: 128+n
                 channel.close()
         self.record(
             method,

@@ -65,6 +65,7 @@ REASON_RESULT_ERROR = "REQUEST:ERROR"
 REASON_JSONRPC_ERROR = "JSONRPC:ERROR"
 
 TransferType = Literal["upload", "download"]
+_reported_states: set[str] = set()
 
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ASSIGNED_HOST = re.compile(
@@ -296,7 +297,8 @@ class RequestStatus:
     @classmethod
     def from_result(cls, result: dict[str, Any]) -> RequestStatus:
         status = _required_str("status", result, "status")
-        if status not in REQUEST_STATES:
+        if status not in REQUEST_STATES and status not in _reported_states:
+            _reported_states.add(status)  # once per value: status is polled every few seconds
             log.warning(
                 "the platform reports an unknown state %r; treating it as in progress", status
             )

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -346,10 +347,16 @@ def _files(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def _sha256(path: Path, *, fsync: bool = False) -> str:
+class _Stopped(Exception):
+    """Hashing was stopped because the transfer it went with failed."""
+
+
+def _sha256(path: Path, *, fsync: bool = False, stop: threading.Event | None = None) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         while block := stream.read(HASH_BLOCK):
+            if stop is not None and stop.is_set():
+                raise _Stopped
             digest.update(block)
         if fsync:
             os.fsync(stream.fileno())
@@ -383,11 +390,16 @@ def _tree_bytes(root: Path) -> int:
     return total
 
 
-def _upload_digest(source: Path) -> str:
-    """sha256 of a file; of a directory, the sha256 of its SHA256SUMS text."""
+def _upload_digest(source: Path, stop: threading.Event) -> str:
+    """sha256 of a file; of a directory, the sha256 of its SHA256SUMS text. Hashed while
+    rsync sends; `stop` ends it early when the upload failed."""
     if source.is_file():
-        return _sha256(source)
-    return hashlib.sha256(sha256sums_text(source).encode()).hexdigest()
+        return _sha256(source, stop=stop)
+    lines = []
+    for path in _files(source):
+        relative = path.relative_to(source).as_posix()
+        lines.append(sha256sums_line(_sha256(path, stop=stop), relative))
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -510,7 +522,8 @@ async def upload_rsync(
     """
     name, files, source_arg = await asyncio.to_thread(_prepare_upload, Path(source), remote_name)
     total = sum(size for _, size in files)
-    digest = asyncio.ensure_future(asyncio.to_thread(_upload_digest, Path(source)))
+    stop_hashing = threading.Event()
+    digest = asyncio.ensure_future(asyncio.to_thread(_upload_digest, Path(source), stop_hashing))
     furthest = {"bytes": 0}
 
     def on_progress(done: int, _percent: int) -> None:
@@ -537,7 +550,9 @@ async def upload_rsync(
         sha256 = await digest
     finally:
         if not digest.done():
-            digest.cancel()
+            stop_hashing.set()  # the upload failed: its error is the one to raise
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(digest)
     if progress is not None:
         progress(total, total)
     return RsyncUploadResult(
