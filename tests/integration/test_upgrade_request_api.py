@@ -336,7 +336,7 @@ async def test_oversized_and_malformed_answers_are_protocol_errors(
     async with UpgradeRequestClient(
         f"http://{host}", assigned_host_uri=host, allow_insecure_hosts={host}
     ) as client:
-        with pytest.raises(PlatformProtocolError, match="larger than 1048576 bytes"):
+        with pytest.raises(PlatformProtocolError, match="exceeds 1048576 bytes"):
             await client.status("t0k3n-abcdef")
         with pytest.raises(PlatformProtocolError, match="not JSON"):
             await client.process("t0k3n-abcdef")

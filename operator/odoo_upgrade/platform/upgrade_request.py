@@ -26,7 +26,7 @@ import httpx
 from odoo_upgrade.platform.client import (
     DEFAULT_BASE_URL,
     is_transient,
-    platform_surely_did_not_act,
+    read_capped,
     transport_error,
 )
 from odoo_upgrade.platform.errors import (
@@ -37,9 +37,11 @@ from odoo_upgrade.platform.errors import (
     PlatformProtocolError,
     PlatformServerError,
     PlatformUnavailable,
+    platform_surely_did_not_act,
 )
 from odoo_upgrade.platform.retry import RetryPolicy, retry_async
 from odoo_upgrade.redact import redact, redact_library_loggers, register_secret
+from odoo_upgrade.request.states import UPGRADE_REQUEST_STATES, StateClass
 
 log = logging.getLogger("odoo_upgrade.platform.upgrade_request")
 
@@ -52,13 +54,8 @@ ACTUATOR = "cli"
 AIMS = ("test", "production")
 TRANSFER_TYPES = ("upload", "download")
 DEFAULT_DUMP_NAME = "upgraded.dump"
-# JSON answers are small; a larger one is not this API (and must not fill our memory).
-MAX_ANSWER_BYTES = 1 << 20
 # One `logs` call returns at most this much; the caller asks again from `next_offset`.
 MAX_LOG_CHUNK_BYTES = 1 << 20
-
-REQUEST_STATES = ("new", "pending", "progress", "done", "failed", "cancelled")
-FINAL_STATES = frozenset({"done", "failed", "cancelled"})
 
 # Reasons of the failures this client builds from JSON-RPC answers (the API has no codes).
 REASON_RESULT_ERROR = "REQUEST:ERROR"
@@ -157,16 +154,14 @@ def _failure(
 def parse_jsonrpc_answer(method: str, status_code: int, body: bytes) -> dict[str, Any]:
     """One HTTP answer -> the `result` object, or the matching `PlatformError`.
 
-    `result.error` and a JSON-RPC `error` are refusals (`PlatformFailure`, permanent); 503 and
-    429 say the platform did not act (`PlatformServerError`); other 5xx leave the outcome open
-    (`PlatformUnavailable`); anything else that is not the documented shape is
+    `result.error` and a JSON-RPC `error` are refusals (`PlatformFailure`, permanent); 5xx and
+    429 are `PlatformServerError` (transient; only 503 and 429 say the platform did not act,
+    see `platform_surely_did_not_act`); anything else that is not the documented shape is
     `PlatformProtocolError`.
     """
-    if status_code in (429, 503):
-        raise PlatformServerError(f"{method}: the platform answered HTTP {status_code}")
-    if status_code >= 500:
-        raise PlatformUnavailable(
-            f"{method}: the platform answered HTTP {status_code}; it may or may not have acted"
+    if status_code >= 500 or status_code == 429:
+        raise PlatformServerError(
+            f"{method}: the platform answered HTTP {status_code}", status_code=status_code
         )
     try:
         data = json.loads(body)
@@ -297,7 +292,7 @@ class RequestStatus:
     @classmethod
     def from_result(cls, result: dict[str, Any]) -> RequestStatus:
         status = _required_str("status", result, "status")
-        if status not in REQUEST_STATES and status not in _reported_states:
+        if not UPGRADE_REQUEST_STATES.is_known(status) and status not in _reported_states:
             _reported_states.add(status)  # once per value: status is polled every few seconds
             log.warning(
                 "the platform reports an unknown state %r; treating it as in progress", status
@@ -311,11 +306,11 @@ class RequestStatus:
 
     @property
     def in_progress(self) -> bool:
-        return self.status not in FINAL_STATES
+        return not UPGRADE_REQUEST_STATES.is_final(self.status)
 
     @property
     def succeeded(self) -> bool:
-        return self.status == "done"
+        return UPGRADE_REQUEST_STATES.classify(self.status) is StateClass.SUCCEEDED
 
     def public_view(self) -> dict[str, Any]:
         """What may be shown in `.status.platform` (nothing here is a secret)."""
@@ -538,14 +533,14 @@ class UpgradeRequestClient:
                 status_code = response.status_code
                 if status_code == 416:  # nothing beyond from_byte yet
                     return "", from_byte
-                body = await _read_capped(response, MAX_LOG_CHUNK_BYTES, truncate=True)
+                body = await _read_log_chunk(response)
                 content_range = response.headers.get("Content-Range")
         except httpx.TransportError as exc:
             raise transport_error("logs", exc) from None
-        if status_code in (429, 503):
-            raise PlatformServerError(f"logs: the platform answered HTTP {status_code}")
-        if status_code >= 500:
-            raise PlatformUnavailable(f"logs: the platform answered HTTP {status_code}")
+        if status_code >= 500 or status_code == 429:
+            raise PlatformServerError(
+                f"logs: the platform answered HTTP {status_code}", status_code=status_code
+            )
         if status_code >= 400:
             text = body[:2000].decode("utf-8", "replace").strip() or f"HTTP {status_code}"
             raise PlatformFailure(
@@ -605,27 +600,20 @@ class UpgradeRequestClient:
     async def _post_once(self, method: str, url: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
             async with self._http.stream("POST", url, json=body) as response:
-                content = await _read_capped(response, MAX_ANSWER_BYTES, method=method)
+                content = await read_capped(method, response)
                 status_code = response.status_code
         except httpx.TransportError as exc:
             raise transport_error(method, exc) from None
         return parse_jsonrpc_answer(method, status_code, content)
 
 
-async def _read_capped(
-    response: httpx.Response, limit: int, *, truncate: bool = False, method: str = ""
-) -> bytes:
-    """At most `limit` bytes of the body; beyond it, `PlatformProtocolError` unless `truncate`."""
+async def _read_log_chunk(response: httpx.Response) -> bytes:
+    """At most `MAX_LOG_CHUNK_BYTES` of a log answer (the rest is asked for next time)."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
         chunks.append(chunk)
         size += len(chunk)
-        if size > limit:
-            if truncate:
-                return b"".join(chunks)[:limit]
-            raise PlatformProtocolError(
-                f"{method}: the answer is larger than {limit} bytes; this is not the "
-                "upgrade/request API"
-            )
-    return b"".join(chunks)
+        if size >= MAX_LOG_CHUNK_BYTES:
+            break
+    return b"".join(chunks)[:MAX_LOG_CHUNK_BYTES]
