@@ -19,7 +19,7 @@ import secrets
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,6 @@ class UpgradeRequestRecord:
     cancelled_at: float | None = None
     built_at: float | None = None
     archived: bool = False
-    transfers: list[str] = field(default_factory=list)
 
     @property
     def dump_info(self) -> DumpInfo | None:
