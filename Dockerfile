@@ -34,16 +34,20 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
-# pg_dump, pg_restore and psql for the dump and restore movers: the distribution's newest
-# client, which reads every older server (a newer server needs another image: --database-image).
+# pg_dump, pg_restore and psql for the dump and restore movers (the distribution's newest
+# client reads every older server; a newer server needs another image: --database-image), and
+# rsync over OpenSSH ssh for the transfers of the `upgrade/request` API (transfer/rsync.py).
+# ssh refuses to run for a uid without a passwd entry ("No user exists for uid"): give 65532 one.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends postgresql-client \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get install -y --no-install-recommends postgresql-client rsync openssh-client \
+    && rm -rf /var/lib/apt/lists/* \
+    && echo 'odoo-upgrade:x:65532:65532:odoo-upgrade:/tmp:/usr/sbin/nologin' >> /etc/passwd \
+    && echo 'odoo-upgrade:x:65532:' >> /etc/group
 # --no-index: nothing but the wheels of stage 1 gets in; the bind mount keeps them out of layers.
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     pip install --no-index --find-links /wheels odoo-upgrade-operator
-# Numeric, so the kubelet can check runAsNonRoot without resolving a name. The user has no
-# passwd entry and the root filesystem is read-only: HOME is /tmp (an emptyDir in the pods).
+# Numeric, so the kubelet can check runAsNonRoot without resolving a name. Its passwd entry
+# (above) is for ssh only; the root filesystem is read-only: HOME is /tmp (an emptyDir in the pods).
 USER 65532:65532
 WORKDIR /tmp
 ENTRYPOINT ["odoo-upgrade"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
+RUNTIME_PACKAGES = {"postgresql-client", "rsync", "openssh-client"}
 COMPILERS = ("build-essential", "gcc", "g++", "clang", "cc ")
 
 
@@ -208,11 +210,11 @@ def test_final_stage_runs_as_a_numeric_non_root_user_without_compilers() -> None
     assert uid.isdigit() and int(uid) != 0 and (not gid or gid.isdigit()), user
     final_runs = " ".join(final.args("RUN")) + " "
     assert not [c for c in COMPILERS if c in final_runs]
-    # The one system package of the runtime: the PostgreSQL client of the database movers.
-    for run_line in final.args("RUN"):
-        if "apt-get install" in run_line:
-            installed = run_line.split("apt-get install", 1)[1].split("&&")[0].split()
-            assert [w for w in installed if not w.startswith("-")] == ["postgresql-client"]
+    # Only the runtime tools the rsync transfers call, without their recommends.
+    for installed in re.findall(r"apt-get install ([^&;]*)", final_runs):
+        words = installed.split()
+        assert "--no-install-recommends" in words, installed
+        assert {w for w in words if not w.startswith("-")} <= RUNTIME_PACKAGES, installed
 
 
 def test_image_carries_oci_labels() -> None:

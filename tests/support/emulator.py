@@ -75,6 +75,7 @@ class RunningEmulator:
         self.flags: dict[str, Any] = {"process_seconds": 1, **flags}
         self.port = port  # 0: any free port
         self.sftp_port = 0
+        self.assigned_host = ""
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / "emulator.log"
         self.start()
@@ -113,6 +114,7 @@ class RunningEmulator:
             if ready.exists():
                 info = json.loads(ready.read_text())
                 self.port, self.sftp_port = int(info["http_port"]), int(info["sftp_port"])
+                self.assigned_host = str(info.get("assigned_host") or f"{self.host}:{self.port}")
                 if _accepts(self.host, self.port) and _accepts(self.host, self.sftp_port):
                     return
             time.sleep(0.05)
@@ -277,6 +279,51 @@ class RunningEmulator:
             if request["state"] in states or time.monotonic() > deadline:
                 return request
             time.sleep(0.1)
+
+    # -- the upgrade/request API ---------------------------------------------------------
+
+    def request_api(self, method: str, **params: Any) -> dict[str, Any]:
+        """POST `/upgrade/request/<method>` with a JSON-RPC envelope; the whole answer."""
+        body = json.dumps({"jsonrpc": "2.0", "method": "not_used", "params": params, "id": 1})
+        request = urllib.request.Request(  # noqa: S310 (loopback http only)
+            f"{self.url}/upgrade/request/{method}",
+            data=body.encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                answer: dict[str, Any] = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            answer = json.loads(error.read())
+        return answer
+
+    def request_dir(self, request_id: int) -> Path:
+        """Where an upgrade/request request lives (`request.json`, `data/` = its /data/)."""
+        return self.data_dir / "upgrade-requests" / str(request_id)
+
+    def request_data(self, request_id: int) -> Path:
+        """What the request's SSH user sees as `/data/`."""
+        return self.request_dir(request_id) / "data"
+
+    def cancel_request(self, request_id: int) -> dict[str, Any]:
+        """The admin hook `POST /emulator/requests/<id>/cancel`; the JSON answer."""
+        request = urllib.request.Request(  # noqa: S310 (loopback http only)
+            f"{self.url}/emulator/requests/{request_id}/cancel", data=b"", method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+def write_directory_dump(path: Path, *, size: int = 64 * 1024, pg_version: str = "15.4") -> Path:
+    """A directory shaped like `pg_dump --format d`: `toc.dat` (a pg_dump header the emulator
+    reads) and two data files; returns `path`."""
+    path.mkdir(parents=True)
+    (path / "toc.dat").write_bytes(_pgdmp_header(pg_version) + b"-- Odoo version 16.0\n")
+    (path / "3001.dat.gz").write_bytes(gzip.compress(bytes(i % 251 for i in range(size)), mtime=0))
+    (path / "3002.dat.gz").write_bytes(gzip.compress(b"partner data\n" * 100, mtime=0))
+    return path
 
 
 def sample_dump_bytes(

@@ -16,6 +16,16 @@ from odoo_upgrade.emulator.server import serve
 from odoo_upgrade.redact import install_log_redaction
 
 
+def parse_port_range(value: str | None) -> tuple[int, int] | None:
+    """`"32768-60999"` -> (32768, 60999); a clear usage error for anything else."""
+    if value is None:
+        return None
+    low, _, high = value.partition("-")
+    if not (low.isdigit() and high.isdigit() and 0 < int(low) <= int(high) < 65536):
+        raise click.BadParameter(f"expected LOW-HIGH ports such as 32768-60999, got {value!r}")
+    return int(low), int(high)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8080, show_default=True, help="HTTP port (0: any free port).")
@@ -82,6 +92,18 @@ from odoo_upgrade.redact import install_log_redaction
     "postgresql://USER:PASSWORD@HOST:PORT/DB (better in $ODOO_UPGRADE_EMULATOR_POSTGRES_URL: "
     "a password on the command line is visible to every user).",
 )
+@click.option(
+    "--assigned-host",
+    default=None,
+    help="host:port that upgrade/request `create` assigns (default: this emulator's own).",
+)
+@click.option(
+    "--rsync-port-range",
+    default=None,
+    metavar="LOW-HIGH",
+    callback=lambda _ctx, _param, value: parse_port_range(value),
+    help="Ports for upgrade/request transfer windows, e.g. 32768-60999 (default: any free).",
+)
 def main(
     host: str,
     port: int,
@@ -96,8 +118,11 @@ def main(
     latency: float,
     fault_seed: int | None,
     postgres_url: str | None,
+    assigned_host: str | None,
+    rsync_port_range: tuple[int, int] | None,
 ) -> None:
-    """Run a local Odoo Upgrade Platform (v1 API over HTTP, and SFTP)."""
+    """Run a local Odoo Upgrade Platform (v1 API over HTTP, and SFTP; the upgrade/request
+    API with rsync over SSH)."""
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,
@@ -125,6 +150,8 @@ def main(
         latency=latency,
         fault_seed=fault_seed,
         postgres_url=postgres_url or None,
+        assigned_host=assigned_host,
+        rsync_port_range=rsync_port_range,
     )
     asyncio.run(serve(config))
 

@@ -20,9 +20,16 @@ class CallLog:
         self._lock = threading.Lock()
 
     def record(
-        self, method: str, request_id: int | None, status: int, answer: dict[str, Any]
+        self,
+        method: str,
+        request_id: int | None,
+        status: int,
+        answer: dict[str, Any],
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        """Log one answered call. Only the method, request id and failure reasons are kept."""
+        """Log one answered call. Only the method, request id and failure reasons are kept
+        (and `extra` fields, such as the bytes of an rsync session or the Host asked)."""
         reasons = [str(f.get("reason")) for f in answer.get("failures") or []]
         entry = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -31,6 +38,7 @@ class CallLog:
             "ok": not reasons,
             "status": status,
             "reasons": reasons,
+            **(extra or {}),
         }
         with self._lock, self.path.open("a") as stream:
             stream.write(json.dumps(entry) + "\n")

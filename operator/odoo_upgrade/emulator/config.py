@@ -32,6 +32,11 @@ class EmulatorConfig:
     # A scratch PostgreSQL server (postgresql://user:password@host:port/db) for upgrades that
     # need one (directory-format dumps); the password is a secret.
     postgres_url: str | None = field(default=None, repr=False)
+    # upgrade/request API: the host:port `create` assigns (default: the emulator's own), the
+    # ports transfer windows open on (default: any free port), their inactivity timeout.
+    assigned_host: str | None = None
+    rsync_port_range: tuple[int, int] | None = None
+    transfer_idle_seconds: float = 300.0
 
     def base_url(self, bound_port: int | None = None) -> str:
         """Base of every URL the emulator hands out (`--public-url`, else `http://HOST:PORT`)."""

@@ -17,6 +17,9 @@ from odoo_upgrade.emulator.faults import FaultInjector
 from odoo_upgrade.emulator.host_key import load_or_create_host_key
 from odoo_upgrade.emulator.http_api import build_app
 from odoo_upgrade.emulator.methods import PlatformApi
+from odoo_upgrade.emulator.request_api import RequestApi, add_request_api
+from odoo_upgrade.emulator.request_store import UpgradeRequestStore
+from odoo_upgrade.emulator.rsync_endpoint import TransferWindows
 from odoo_upgrade.emulator.sftp_server import SftpServer
 from odoo_upgrade.emulator.store import RequestStore
 
@@ -36,12 +39,24 @@ async def serve(config: EmulatorConfig) -> None:
     ready_file.unlink(missing_ok=True)
     store = RequestStore(config.data_dir, config.process_seconds)
     faults = FaultInjector(config)
-    sftp = SftpServer(
-        config.host, config.sftp_port, load_or_create_host_key(config.data_dir), store, faults
-    )
+    host_key = load_or_create_host_key(config.data_dir)
+    sftp = SftpServer(config.host, config.sftp_port, host_key, store, faults)
     api = PlatformApi(config, store, public_base=config.base_url())
     api.sftp_port = sftp.port
-    runner = web.AppRunner(build_app(api, faults, CallLog(config.data_dir)), access_log=None)
+    calls = CallLog(config.data_dir)
+    app = build_app(api, faults, calls)
+    windows = TransferWindows(
+        bind_host=config.host,
+        host_key=host_key,
+        faults=faults,
+        calls=calls,
+        port_range=config.rsync_port_range,
+        idle_seconds=config.transfer_idle_seconds,
+    )
+    request_store = UpgradeRequestStore(config.data_dir, config.process_seconds)
+    request_api = RequestApi(config, request_store, windows)
+    add_request_api(app, request_api, faults, calls)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
@@ -49,14 +64,17 @@ async def serve(config: EmulatorConfig) -> None:
     sockets = getattr(server, "sockets", None) or []
     http_port = sockets[0].getsockname()[1] if sockets else config.port
     api.public_base = config.base_url(http_port)
+    request_api.set_bound_port(http_port)
     sftp.start()
     store.resume_builds()
+    request_store.resume_builds()
 
     info = {
         "pid": os.getpid(),
         "http_port": http_port,
         "sftp_port": sftp.port,
         "url": f"http://{config.host}:{http_port}",
+        "assigned_host": request_api.assigned_host,
     }
     partial = ready_file.with_name(f".{READY_FILE}.part")
     partial.write_text(json.dumps(info))
@@ -79,6 +97,7 @@ async def serve(config: EmulatorConfig) -> None:
     finally:
         log.info("stopping")
         sftp.stop()
+        windows.close_all()
         with contextlib.suppress(Exception):
             await runner.cleanup()
         ready_file.unlink(missing_ok=True)

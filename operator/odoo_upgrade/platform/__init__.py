@@ -1,4 +1,7 @@
-"""Upgrade Platform v1 client. Knows nothing of Kubernetes."""
+"""Upgrade Platform clients: v1 (`database/v1`) and today's `upgrade/request` API.
+
+Knows nothing of Kubernetes.
+"""
 
 from odoo_upgrade.platform.client import DEFAULT_BASE_URL, PlatformClient
 from odoo_upgrade.platform.errors import (
@@ -13,9 +16,17 @@ from odoo_upgrade.platform.errors import (
 )
 from odoo_upgrade.platform.models import SftpAccess, UpgradeRequest
 from odoo_upgrade.platform.retry import RetryPolicy
+from odoo_upgrade.platform.upgrade_request import (
+    CreatedRequest,
+    RequestStatus,
+    TransferWindow,
+    UpgradeRequestClient,
+    WipeResult,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "CreatedRequest",
     "Failure",
     "PlatformClient",
     "PlatformError",
@@ -25,7 +36,11 @@ __all__ = [
     "PlatformProtocolError",
     "PlatformServerError",
     "PlatformUnavailable",
+    "RequestStatus",
     "RetryPolicy",
     "SftpAccess",
+    "TransferWindow",
     "UpgradeRequest",
+    "UpgradeRequestClient",
+    "WipeResult",
 ]
