@@ -1,6 +1,6 @@
 """The upgrade/request API as a `Platform` (odoo_upgrade.request.platform) for the flow.
 
-`create` needs the SSH public key (`RequestOrder.ssh_public_key`) and sends `env_vars`; the
+`create` sends the SSH public key (the order's, or a new pair's) and `env_vars`; the
 request Secret then holds `requestId`, `token` and `assignedHost` (`secret_values`). Every
 later call goes to the assigned host of the `RequestRef`.
 """
@@ -12,6 +12,7 @@ from typing import Any
 
 from odoo_upgrade.platform.retry import RetryPolicy
 from odoo_upgrade.platform.upgrade_request import RequestStatus, UpgradeRequestClient
+from odoo_upgrade.redact import register_secret
 from odoo_upgrade.request import secret_keys as keys
 from odoo_upgrade.request.platform import (
     CreatedRequest,
@@ -20,6 +21,7 @@ from odoo_upgrade.request.platform import (
     RequestOrder,
     RequestRef,
 )
+from odoo_upgrade.request.ssh_keys import generate_ssh_keypair
 from odoo_upgrade.request.states import UPGRADE_REQUEST_STATES
 
 # Keys of `.status.platform` (so that a key the platform stopped sending is removed).
@@ -83,8 +85,14 @@ class UpgradeRequestPlatform:
         self._clients.clear()
 
     async def create(self, order: RequestOrder) -> CreatedRequest:
-        if not order.ssh_public_key:
-            raise ValueError("upgrade/request create needs the SSH public key of the request")
+        """`create` with the request's SSH public key (a new pair unless the order has one);
+        the private half is stored with the token, before anything else happens."""
+        keypair = None
+        public_key = order.ssh_public_key
+        if not public_key:
+            keypair = generate_ssh_keypair()
+            register_secret(keypair.private_pem)
+            public_key = keypair.public_line
         # Its own client: `create` switches a client to the assigned host for good.
         async with UpgradeRequestClient(
             self.base_url, allow_insecure_hosts=self.allow_insecure_hosts, retry=self.retry
@@ -94,16 +102,20 @@ class UpgradeRequestPlatform:
                 target=order.target,
                 aim=order.aim,
                 env_vars=order.env_vars,
-                ssh_key=order.ssh_public_key,
+                ssh_key=public_key,
             )
+        values = {
+            keys.REQUEST_ID: str(created.request_id),
+            keys.TOKEN: created.token,
+            keys.ASSIGNED_HOST: created.assigned_host_uri,
+        }
+        if keypair is not None:
+            values[keys.SSH_PRIVATE_KEY] = keypair.private_pem
+            values[keys.SSH_PUBLIC_KEY] = keypair.public_line
         return CreatedRequest(
             ref=RequestRef(created.request_id, created.token, created.assigned_host_uri),
             state="new",
-            secret_values={
-                keys.REQUEST_ID: str(created.request_id),
-                keys.TOKEN: created.token,
-                keys.ASSIGNED_HOST: created.assigned_host_uri,
-            },
+            secret_values=values,
             info=created.info,
         )
 
@@ -114,3 +126,7 @@ class UpgradeRequestPlatform:
     async def process(self, ref: RequestRef) -> dict[str, Any]:
         compatible = await self.client(ref.host).process(ref.secret)
         return {} if compatible is None else {"pgVersionCompatible": compatible}
+
+    async def log_tail(self, ref: RequestRef, from_byte: int) -> tuple[str, int]:
+        """The upgrade log from `from_byte` on, and the offset to ask from next time."""
+        return await self.client(ref.host).logs(ref.secret, from_byte)
