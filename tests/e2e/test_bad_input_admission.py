@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,12 +123,6 @@ BAD_SPECS = [
 ]
 
 
-def kubectl(cluster: Any, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run kubectl against the test cluster; the caller inspects the outcome."""
-    result: subprocess.CompletedProcess[str] = cluster.kubectl(*args, input=stdin, check=False)
-    return result
-
-
 def manifest(name: str, spec: Spec) -> str:
     return json.dumps(
         {
@@ -144,22 +137,24 @@ def manifest(name: str, spec: Spec) -> str:
 @pytest.fixture(scope="module")
 def crd(cluster: Any) -> None:
     """The OdooUpgrade CRD, applied and established (no operator)."""
-    applied = kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    applied = cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(CRD), check=False
+    )
     assert applied.returncode == 0, applied.stderr
-    established = kubectl(
-        cluster,
+    established = cluster.kubectl(
         "wait",
         "--for=condition=Established",
         "--timeout=60s",
         "crd/odooupgrades.upgrade.odoo-operator.io",
+        check=False,
     )
     assert established.returncode == 0, established.stderr
 
 
 def test_the_valid_spec_is_accepted(crd: None, cluster: Any, namespace: str) -> None:
     # Without this control every row below could pass for a reason unrelated to its field.
-    created = kubectl(
-        cluster, "-n", namespace, "apply", "-f", "-", stdin=manifest("valid", valid_spec())
+    created = cluster.kubectl(
+        "-n", namespace, "apply", "-f", "-", input=manifest("valid", valid_spec()), check=False
     )
     assert created.returncode == 0, created.stderr
 
@@ -172,13 +167,15 @@ def test_invalid_spec_is_refused_at_admission_naming_the_field(
     bad.mutate(spec)
     name = "bad-" + "-".join(bad.case.split()).lower().replace(".", "-")
 
-    refused = kubectl(cluster, "-n", namespace, "apply", "-f", "-", stdin=manifest(name, spec))
+    refused = cluster.kubectl(
+        "-n", namespace, "apply", "-f", "-", input=manifest(name, spec), check=False
+    )
 
     assert refused.returncode != 0, f"{bad.case}: accepted, but must be refused"
     assert bad.field in refused.stderr, (
         f"{bad.case}: the refusal must name {bad.field}: {refused.stderr.strip()}"
     )
-    stored = kubectl(cluster, "-n", namespace, "get", "odooupgrade", name)
+    stored = cluster.kubectl("-n", namespace, "get", "odooupgrade", name, check=False)
     assert stored.returncode != 0, f"{bad.case}: refused, yet stored"
     RunLedger(record_property).input(bad.case)
 
@@ -196,20 +193,21 @@ def test_request_defining_field_cannot_change_once_the_request_exists(
     crd: None, cluster: Any, namespace: str, field: str, value: str, record_property: Any
 ) -> None:
     name = f"immutable-{field.lower()}"
-    created = kubectl(
-        cluster, "-n", namespace, "apply", "-f", "-", stdin=manifest(name, valid_spec())
+    created = cluster.kubectl(
+        "-n", namespace, "apply", "-f", "-", input=manifest(name, valid_spec()), check=False
     )
     assert created.returncode == 0, created.stderr
     # Before the request exists the field may still be corrected...
     early = valid_spec()
     early[field] = value
-    corrected = kubectl(cluster, "-n", namespace, "apply", "-f", "-", stdin=manifest(name, early))
+    corrected = cluster.kubectl(
+        "-n", namespace, "apply", "-f", "-", input=manifest(name, early), check=False
+    )
     assert corrected.returncode == 0, (
         f"{field} must be editable before the request: {corrected.stderr}"
     )
     # ...once the operator has recorded a request id it may not: the platform already has it.
-    marked = kubectl(
-        cluster,
+    marked = cluster.kubectl(
         "-n",
         namespace,
         "patch",
@@ -219,15 +217,16 @@ def test_request_defining_field_cannot_change_once_the_request_exists(
         "--type=merge",
         "-p",
         json.dumps({"status": {"requestId": 10534}}),
+        check=False,
     )
     assert marked.returncode == 0, marked.stderr
 
-    refused = kubectl(
-        cluster, "-n", namespace, "apply", "-f", "-", stdin=manifest(name, valid_spec())
+    refused = cluster.kubectl(
+        "-n", namespace, "apply", "-f", "-", input=manifest(name, valid_spec()), check=False
     )
 
     assert refused.returncode != 0, f"changing {field} after the request was accepted"
     assert field in refused.stderr, f"the refusal must name {field}: {refused.stderr.strip()}"
-    stored = kubectl(cluster, "-n", namespace, "get", "odooupgrade", name, "-o", "json")
+    stored = cluster.kubectl("-n", namespace, "get", "odooupgrade", name, "-o", "json", check=False)
     assert json.loads(stored.stdout)["spec"][field] == value
     RunLedger(record_property).input(f"change {field} after the request exists")

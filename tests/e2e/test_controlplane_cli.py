@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.cluster import REPO_ROOT, find_binaries, process_start_time
+from tests.harness.kubectl import kubectl
 
 pytestmark = pytest.mark.e2e
 
@@ -40,12 +41,12 @@ def test_cluster_up_runs_in_background_and_down_stops_exactly_its_processes(
     try:
         # The command returned, the cluster did not go with it.
         assert all(process_start_time(pid) is not None for pid in pids)
-        nodes = subprocess.run(
-            [str(REPO_ROOT / ".venv" / "bin" / "kubectl"), "get", "nodes", "-o", "name"],
+        nodes = kubectl(
+            "get",
+            "nodes",
+            "-o",
+            "name",
             env={"KUBECONFIG": str(state / "kubeconfig"), "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            check=True,
         )
         assert nodes.stdout.strip() == "node/odoo-upgrade-podrunner"
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.scenario import KUBECTL, Kube
+from tests.harness.kubectl import kubectl
+from tests.support.scenario import Kube
 
 pytestmark = pytest.mark.e2e
 
@@ -59,12 +60,8 @@ def manifest(namespace: str, name: str, **spec_changes: Any) -> dict[str, Any]:
 
 
 def create(kube: Kube, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(KUBECTL), "--kubeconfig", str(kube.kubeconfig), "create", "-f", "-"],
-        input=json.dumps(obj),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return kubectl(
+        "create", "-f", "-", kubeconfig=kube.kubeconfig, input=json.dumps(obj), check=False
     )
 
 
@@ -115,11 +112,18 @@ def test_valid_resource_is_accepted_with_defaults_filled(kube: Kube, namespace: 
 def patch_spec(
     kube: Kube, namespace: str, name: str, spec: dict[str, Any]
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(KUBECTL), "--kubeconfig", str(kube.kubeconfig), "patch", RESOURCE, name, "-n",
-         namespace, "--type=merge", "-p", json.dumps({"spec": spec})],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    return kubectl(
+        "patch",
+        RESOURCE,
+        name,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": spec}),
+        kubeconfig=kube.kubeconfig,
+        check=False,
+    )
 
 
 def test_target_change_is_refused_once_the_request_exists(kube: Kube, namespace: str) -> None:

@@ -6,20 +6,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.harness.kubectl import kustomize
 from tests.harness.local_cluster import LocalCluster, wait_until
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "odoo-upgrade-operator"
-KUBECTL = Path(sys.executable).parent / "kubectl"
 INSTALL_NAMESPACE = "odoo-upgrade-system"
 
 
@@ -53,17 +52,6 @@ def install_namespace(cluster: LocalCluster) -> str:
         what=f"ServiceAccount {INSTALL_NAMESPACE}/default",
     )
     return INSTALL_NAMESPACE
-
-
-def kustomized(directory: Path) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [str(KUBECTL), "kustomize", str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
 def helm_template(
@@ -110,9 +98,7 @@ def test_kustomize_install_passes_a_server_side_dry_run(
 def test_operator_pod_is_admitted_under_the_restricted_pod_security_standard(
     cluster: LocalCluster, install_namespace: str
 ) -> None:
-    (deployment,) = [
-        m for m in kustomized(REPO / "deploy" / "default") if m["kind"] == "Deployment"
-    ]
+    (deployment,) = [m for m in kustomize(REPO / "deploy" / "default") if m["kind"] == "Deployment"]
     spec = dict(deployment["spec"]["template"]["spec"])
     # The security profile is under test, not the ServiceAccount (a dry run does not create it).
     spec["serviceAccountName"] = "default"

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
+from tests.harness.kubectl import kubectl, kustomize
 from tests.harness.local_cluster import LocalCluster, wait_until
 from tests.support.emulator import RunningEmulator
 from tests.support.operator import RunningOperator
@@ -30,7 +28,6 @@ from tests.support.scenario import (
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-KUBECTL = Path(sys.executable).parent / "kubectl"
 INSTALL_NAMESPACE = "odoo-upgrade-system"
 SERVICE_ACCOUNT = "odoo-upgrade-operator"
 CRD_NAME = "odooupgrades.upgrade.odoo-operator.io"
@@ -38,18 +35,6 @@ CRD_NAME = "odooupgrades.upgrade.odoo-operator.io"
 FORBIDDEN_MARKERS = ("Forbidden", "forbidden", " 403", "Not enough permissions")
 # Also 403, but not RBAC: other tests' namespaces being deleted refuse new Events.
 NOT_RBAC_MARKERS = ("being terminated", "NamespaceTerminating")
-
-
-def kustomized_install() -> list[dict[str, Any]]:
-    """`kubectl kustomize deploy/default`: the manifests the one-line install applies."""
-    done = subprocess.run(
-        [str(KUBECTL), "kustomize", str(REPO / "deploy" / "default")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
 def service_account_kubeconfig(cluster: LocalCluster, token: str, path: Path) -> Path:
@@ -77,7 +62,8 @@ def service_account_kubeconfig(cluster: LocalCluster, token: str, path: Path) ->
 def operator_kubeconfig(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """deploy/default applied for real, except the Deployment (no kubelet runs images here), and
     a kubeconfig holding a fresh token of its ServiceAccount."""
-    manifests = [m for m in kustomized_install() if m["kind"] != "Deployment"]
+    # `kubectl kustomize deploy/default`: what the one-line install applies, but the operator.
+    manifests = [m for m in kustomize(REPO / "deploy" / "default") if m["kind"] != "Deployment"]
     cluster.kubectl(
         "apply",
         "-f",
@@ -110,13 +96,7 @@ def operator_as_service_account(
 
 
 def can_i(kubeconfig: Path, *args: str) -> bool:
-    done = subprocess.run(
-        [str(KUBECTL), "--kubeconfig", str(kubeconfig), "auth", "can-i", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = kubectl("auth", "can-i", *args, kubeconfig=kubeconfig, check=False)
     return done.stdout.strip() == "yes"
 
 

@@ -16,9 +16,9 @@ import httpx
 
 from tests.harness.cluster import REPO_ROOT, ClusterPaths
 from tests.harness.kubeapi import admin_client
+from tests.harness.kubectl import kubectl
 
 T = TypeVar("T")
-KUBECTL = REPO_ROOT / ".venv" / "bin" / "kubectl"
 
 
 def wait_until(
@@ -89,24 +89,8 @@ class LocalCluster:
         check: bool = True,
         timeout: float = 60.0,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``.venv/bin/kubectl`` against this cluster; output captured as text.
-
-        With ``check`` a non-zero exit raises AssertionError carrying kubectl's stderr.
-        """
-        result = subprocess.run(
-            [str(KUBECTL), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
-            )
-        return result
+        """Run kubectl against this cluster (:func:`tests.harness.kubectl.kubectl`)."""
+        return kubectl(*args, input=input, check=check, timeout=timeout, env=self.env)
 
     def get_json(self, *args: str) -> Any:
         """``kubectl get <args> -o json``, parsed."""

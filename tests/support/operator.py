@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from tests.harness.ports import free_port
 from tests.support.platform_ports import allowlist_args
 
 BIN_DIR = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class OperatorNotReady(RuntimeError):

@@ -11,14 +11,14 @@ import base64
 import hashlib
 import json
 import random
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.harness.kubectl import kubectl
 
 GROUP = "upgrade.odoo-operator.io"
 VERSION = "v1alpha1"
@@ -32,7 +32,6 @@ UID_LABEL = f"{GROUP}/upgrade-uid"
 DEFAULT_PROCESS_SECONDS = 2.0
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-KUBECTL = Path(sys.executable).parent / "kubectl"
 
 # Called on a wait's timeout to add context (operator log tail, Events) to the failure message.
 Diagnostics = Callable[[], str]
@@ -46,16 +45,7 @@ class Kube:
 
     def run(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
         """Run `kubectl ARGS`; return stdout, or raise with stderr when `check` and it fails."""
-        done = subprocess.run(
-            [str(KUBECTL), "--kubeconfig", str(self.kubeconfig), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if check and done.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
-        return done.stdout
+        return kubectl(*args, kubeconfig=self.kubeconfig, input=stdin, check=check).stdout
 
     def json(self, *args: str) -> Any:
         """`kubectl ARGS -o json`, parsed."""

@@ -4,7 +4,6 @@ the Go module proxy (scripts/build-helm.sh, cached), compared with what deploy/d
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness.kubectl import kustomize
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "odoo-upgrade-operator"
-KUBECTL = Path(sys.executable).parent / "kubectl"
 RELEASE_NAMESPACE = "odoo-upgrade-system"
 
 Manifest = dict[str, Any]
@@ -52,17 +52,6 @@ def render_error(helm: Path, *values: str) -> str:
     done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode != 0, f"helm template {values} succeeded"
     return done.stderr
-
-
-def kustomize_default() -> list[Manifest]:
-    done = subprocess.run(
-        [str(KUBECTL), "kustomize", str(REPO / "deploy" / "default")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
 def of_kind(manifests: Iterable[Manifest], kind: str) -> list[Manifest]:
@@ -129,14 +118,14 @@ def test_helm_lint_passes_strict(helm: Path) -> None:
 
 
 def test_default_chart_grants_the_same_rbac_as_deploy_default(helm: Path) -> None:
-    chart, kustomized = render(helm), kustomize_default()
+    chart, kustomized = render(helm), kustomize(REPO / "deploy" / "default")
     assert operator_rules(chart) == operator_rules(kustomized)
     for label in ("aggregate-to-edit", "aggregate-to-admin", "aggregate-to-view"):
         assert aggregated_rules(chart, label) == aggregated_rules(kustomized, label)
 
 
 def test_default_chart_runs_the_operator_as_deploy_default_does(helm: Path) -> None:
-    chart, kustomized = render(helm), kustomize_default()
+    chart, kustomized = render(helm), kustomize(REPO / "deploy" / "default")
     for key in ("replicas", "strategy"):
         assert the_deployment(chart)["spec"][key] == the_deployment(kustomized)["spec"][key]
     pod_spec = the_deployment(chart)["spec"]["template"]["spec"]

@@ -3,16 +3,10 @@ durations, served over HTTP from the operator's own registry."""
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 
 from odoo_upgrade.controller import metrics
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.harness.ports import free_port
 
 
 def test_metrics_endpoint_serves_the_operators_series() -> None:

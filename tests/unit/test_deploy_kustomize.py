@@ -3,35 +3,22 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.harness.kubectl import kustomize
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "deploy" / "default"
 CRD_FILE = REPO / "crds" / "odooupgrades.upgrade.odoo-operator.io.yaml"
-KUBECTL = Path(sys.executable).parent / "kubectl"
 INSTALL_NAMESPACE = "odoo-upgrade-system"
 IMAGE_NAME = "ghcr.io/odoo-upgrade-operator/odoo-upgrade-operator"
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 
 Manifest = dict[str, Any]
-
-
-def kustomize(directory: Path) -> list[Manifest]:
-    done = subprocess.run(
-        [str(KUBECTL), "kustomize", str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
 @pytest.fixture(scope="module")
