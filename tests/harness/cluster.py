@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,17 +28,19 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.harness.certs import ClusterCertificates, write_certificates
+from tests.harness.certs import KUBELET_CLIENT_USER, ClusterCertificates, write_certificates
 from tests.harness.kubeapi import admin_client
+from tests.harness.podrunner import NODE_NAME
+from tests.harness.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = REPO_ROOT / ".cluster"
-NODE_NAME = "odoo-upgrade-podrunner"
 # Order of start; `down` stops in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "podrunner")
 # State kept by `down`: the logs explain what happened after the fact.
 KEPT_ON_DOWN = ("logs",)
 PORT_RACE_ATTEMPTS = 3
+KUBELET_API_BINDING = "odoo-upgrade-test:kube-apiserver-kubelet-api-admin"
 
 
 class ControlPlaneMissing(RuntimeError):
@@ -96,14 +97,6 @@ def find_binaries() -> Binaries:
             f"control-plane binaries missing ({', '.join(missing)}): run `make controlplane`"
         )
     return binaries
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def process_start_time(pid: int) -> int | None:
@@ -351,8 +344,9 @@ def _start_once(
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.logs.mkdir(exist_ok=True)
     paths.volumes.mkdir(exist_ok=True)
-    certs = write_certificates(paths.pki)
+    certs = write_certificates(paths.pki, node_name=NODE_NAME)
     etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
+    kubelet_port = free_port()
     server = f"https://127.0.0.1:{api_port}"
     paths.server_file.write_text(server + "\n")
     paths.kubeconfig.write_text(_kubeconfig(server, certs))
@@ -381,6 +375,7 @@ def _start_once(
                 launcher,
                 timeout,
             )
+            _grant_kubelet_api(client)
             launcher.start(
                 "podrunner",
                 [
@@ -391,6 +386,8 @@ def _start_once(
                     server,
                     "--state-dir",
                     str(paths.root),
+                    # Fixed, so that a restarted runner serves where its Node says.
+                    f"--kubelet-port={kubelet_port}",
                 ],
                 env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"},
             )
@@ -404,6 +401,30 @@ def _start_once(
         cluster.stop()
         raise
     return cluster
+
+
+def _grant_kubelet_api(client: httpx.Client) -> None:
+    """Let kube-apiserver's kubelet client identity use the kubelet API (logs), as kubeadm does:
+    the pod runner's endpoint asks the apiserver (SubjectAccessReview) before serving."""
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": KUBELET_API_BINDING},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "system:kubelet-api-admin",
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBELET_CLIENT_USER}
+        ],
+    }
+    answer = client.post("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", json=binding)
+    if answer.status_code not in (201, 409):
+        raise ClusterStartFailed(
+            f"creating ClusterRoleBinding {KUBELET_API_BINDING}: HTTP {answer.status_code} "
+            f"{answer.text[:300]}"
+        )
 
 
 def _node_is_ready(response: httpx.Response) -> bool:
@@ -455,6 +476,11 @@ def _start_components(
             f"--service-account-key-file={certs.service_account_public_key}",
             f"--service-account-signing-key-file={certs.service_account_key}",
             "--service-cluster-ip-range=10.0.0.0/24",
+            # pods/log and friends go to the pod runner's kubelet endpoint (Node InternalIP).
+            f"--kubelet-client-certificate={certs.kubelet_client_cert}",
+            f"--kubelet-client-key={certs.kubelet_client_key}",
+            f"--kubelet-certificate-authority={certs.ca_cert}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             # No kube-proxy/endpoints to maintain for the `kubernetes` Service on loopback.

@@ -10,12 +10,17 @@ restartPolicy is treated as ``Never`` (OnFailure retries are left to the Job con
 then creates a new pod). A pod deleted while running has its processes stopped (SIGTERM, then
 SIGKILL after the grace period, at most 30 s) and is then removed, as a kubelet would.
 
-Process output goes to ``<state>/logs/pods/<ns>_<pod>.log`` (the first container) and
-``<ns>_<pod>_<container>.log`` (any other, init containers included). ``kubectl logs`` does not
-work: there is no kubelet endpoint.
+Process output (stdout and stderr together, through a pipe) goes to
+``<state>/logs/pods/<ns>_<pod>.log`` (the first container) and ``<ns>_<pod>_<container>.log``
+(any other, init containers included), with a timestamp per line beside it
+(:mod:`tests.harness.podlogs`). The runner serves it as a kubelet does: HTTPS
+``/containerLogs/<ns>/<pod>/<container>`` on 127.0.0.1 (:mod:`tests.harness.kubelet_server`),
+registered on its Node (InternalIP 127.0.0.1, ``daemonEndpoints.kubeletEndpoint.Port``), so
+``kubectl logs`` and the apiserver's ``pods/log`` reach it.
 
-``python -m tests.harness.podrunner --server URL --state-dir DIR`` (started by
-:func:`tests.harness.cluster.start_cluster`).
+``python -m tests.harness.podrunner --server URL --state-dir DIR [--kubelet-port P]`` (started
+by :func:`tests.harness.cluster.start_cluster`, which passes a fixed port so that a restarted
+runner serves where the Node says).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.harness.certs import ClusterCertificates
 from tests.harness.container_process import (
     POD_IP,
     ContainerConfigError,
@@ -43,6 +49,13 @@ from tests.harness.container_process import (
     read_only_strategy,
 )
 from tests.harness.kubeapi import ApiError, AsyncKubeApi
+from tests.harness.kubelet_server import (
+    ContainerNotFound,
+    KubeletServer,
+    NodeAuthorizer,
+    serving_context,
+)
+from tests.harness.podlogs import ContainerLog, log_file_names
 
 JsonObject = dict[str, Any]
 NODE_NAME = "odoo-upgrade-podrunner"
@@ -53,6 +66,8 @@ FALLBACK_LOG_LINES = 80
 FALLBACK_LOG_BYTES = 2048
 MAX_GRACE_SECONDS = 30.0
 CONFIG_RETRY_SECONDS = 2.0
+# After a container exits, how long its output pipe may stay open (a child holding it).
+OUTPUT_DRAIN_SECONDS = 2.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 log = logging.getLogger("podrunner")
@@ -87,6 +102,10 @@ class PodExecution:
         self.workspace = PodWorkspace(
             runner.state_dir / "pods" / f"{self.namespace}_{self.name}_{self.uid[:8]}"
         )
+        self.logs = {
+            container: ContainerLog.new_run(runner.logs_dir, file_name)
+            for container, file_name in log_file_names(pod).items()
+        }
         self.task: asyncio.Task[None] = asyncio.create_task(self.run())
 
     @property
@@ -112,6 +131,9 @@ class PodExecution:
                     "Failed", [], [], reason="PodRunnerError", message="see podrunner.log"
                 )
         finally:
+            # Containers that never ran end with the pod: their follows finish.
+            for container_log in self.logs.values():
+                container_log.end()
             _remove_tree(self.workspace.root)
 
     async def _run(self) -> None:
@@ -174,19 +196,17 @@ class PodExecution:
         )
         init_statuses: list[JsonObject] = []
         for index, container in enumerate(init):
-            status = await self._execute(container, f"{self.name}_{container.name}")
+            status = await self._execute(container)
             init_statuses.append(status)
             if self.deleting or status["state"]["terminated"]["exitCode"] != 0:
                 await self._patch_terminal("Failed", init_statuses, [], reason=None, message=None)
                 return
             log.info("pod %s/%s: init container %d done", self.namespace, self.name, index)
+        # Readable before the API says Running: `kubectl logs` right after sees no "waiting".
+        for container in main:
+            self.logs[container.name].start()
         await self._patch_running(main, initialized=bool(init))
-        statuses = await asyncio.gather(
-            *[
-                self._execute(c, self.name if i == 0 else f"{self.name}_{c.name}")
-                for i, c in enumerate(main)
-            ]
-        )
+        statuses = await asyncio.gather(*[self._execute(c) for c in main])
         failed = any(s["state"]["terminated"]["exitCode"] != 0 for s in statuses)
         await self._patch_terminal(
             "Failed" if failed else "Succeeded",
@@ -196,32 +216,38 @@ class PodExecution:
             message=None,
         )
 
-    async def _execute(self, container: LocalContainer, log_name: str) -> JsonObject:
+    async def _execute(self, container: LocalContainer) -> JsonObject:
         """Run one container process to its end; its terminated containerStatus."""
-        log_path = self.runner.logs_dir / f"{self.namespace}_{log_name}.log"
+        output = self.logs[container.name]
         started = now()
         if self.deleting:
+            output.end()
             return _start_error_status({"name": container.name}, "the pod was deleted")
         # A kubelet creates a missing workingDir too.
         with contextlib.suppress(OSError):
             container.cwd.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as output:
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    *container.argv,
-                    cwd=container.cwd,
-                    env=container.env,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=asyncio.subprocess.STDOUT,
-                    # Own process group: stopping the pod stops everything it started.
-                    start_new_session=True,
-                )
-            except OSError as error:
-                return _start_error_status(
-                    {"name": container.name}, f"{container.argv[0]}: {error.strerror}"
-                )
-            self.processes[container.name] = process
+        output.start()
+        output.open()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *container.argv,
+                cwd=container.cwd,
+                env=container.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                # Own process group: stopping the pod stops everything it started.
+                start_new_session=True,
+            )
+        except OSError as error:
+            output.end()
+            return _start_error_status(
+                {"name": container.name}, f"{container.argv[0]}: {error.strerror}"
+            )
+        assert process.stdout is not None
+        pump = asyncio.create_task(output.pump(process.stdout))
+        self.processes[container.name] = process
+        try:
             # The command as the spec wrote it: expanded values may hold secrets.
             log.info(
                 "pod %s/%s: container %s started (pid %d)",
@@ -230,12 +256,14 @@ class PodExecution:
                 container.name,
                 process.pid,
             )
-            try:
-                returncode = await process.wait()
-            finally:
-                self.processes.pop(container.name, None)
+            returncode = await process.wait()
+            await _drain(pump, f"{self.namespace}/{self.name}/{container.name}")
+        finally:
+            self.processes.pop(container.name, None)
+            pump.cancel()
+            output.end()
         exit_code = returncode if returncode >= 0 else 128 - returncode
-        message = _termination_message(container, log_path, exit_code)
+        message = _termination_message(container, output.path, exit_code)
         log.info(
             "pod %s/%s: container %s exited %d",
             self.namespace,
@@ -402,6 +430,16 @@ def _termination_message(container: LocalContainer, log_path: Path, exit_code: i
     return message.decode(errors="replace")
 
 
+async def _drain(pump: asyncio.Task[None], container: str) -> None:
+    """Wait for the output pump to reach the pipe's end, a bounded while."""
+    try:
+        await asyncio.wait_for(pump, OUTPUT_DRAIN_SECONDS)
+    except TimeoutError:
+        log.warning("container %s: output still open after exit; not read further", container)
+    except Exception as error:
+        log.warning("container %s: output not kept: %r", container, error)
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
@@ -430,6 +468,7 @@ class PodRunner:
         node_name: str = NODE_NAME,
         selector: str = POD_LABEL_SELECTOR,
         venv_bin: Path | None = None,
+        kubelet_port: int = 0,
     ) -> None:
         self.api = api
         self.state_dir = state_dir
@@ -443,19 +482,31 @@ class PodRunner:
         self.finalizing: set[str] = set()
         self.background: set[asyncio.Task[None]] = set()
         self.read_only = read_only_strategy()
+        self.kubelet_port = kubelet_port
 
     async def run(self) -> None:
-        """Register the Node, then run pods until cancelled."""
+        """Serve the kubelet endpoint, register the Node, then run pods until cancelled."""
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.volumes_root.mkdir(parents=True, exist_ok=True)
-        await self.register_node()
-        log.info("read-only mounts enforced by: %s", self.read_only)
-        lease = asyncio.create_task(self.renew_lease())
+        pki = ClusterCertificates.in_directory(self.state_dir / "pki")
+        kubelet = KubeletServer(
+            self,
+            NodeAuthorizer(self.api, self.node_name),
+            serving_context(pki.kubelet_serving_cert, pki.kubelet_serving_key, pki.ca_cert),
+        )
+        self.kubelet_port = await kubelet.start(self.kubelet_port)
+        log.info("kubelet endpoint on https://127.0.0.1:%d", self.kubelet_port)
         try:
-            await self.watch_pods()
+            await self.register_node()
+            log.info("read-only mounts enforced by: %s", self.read_only)
+            lease = asyncio.create_task(self.renew_lease())
+            try:
+                await self.watch_pods()
+            finally:
+                lease.cancel()
+                await self.shutdown()
         finally:
-            lease.cancel()
-            await self.shutdown()
+            await kubelet.stop()
 
     async def shutdown(self) -> None:
         """Stop every running pod process (the runner is going away)."""
@@ -503,6 +554,8 @@ class PodRunner:
                         {"type": "InternalIP", "address": POD_IP},
                         {"type": "Hostname", "address": self.node_name},
                     ],
+                    # Where kube-apiserver reaches this "kubelet" (pods/log).
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
                     "capacity": {"cpu": "8", "memory": "16Gi", "pods": "250"},
                     "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "250"},
                     "nodeInfo": {
@@ -688,6 +741,31 @@ class PodRunner:
             },
         )
 
+    async def container_log(self, namespace: str, pod: str, container: str) -> ContainerLog:
+        """The log of a container of a pod bound to this Node (the kubelet endpoint's source).
+
+        A pod this runner runs or ran has its live log; one from before a runner restart is
+        looked up in the API and read from its file.
+        """
+        for execution in reversed(list(self.executions.values())):
+            if execution.namespace == namespace and execution.name == pod:
+                found = execution.logs.get(container)
+                if found is None:
+                    raise ContainerNotFound(f'container "{container}" not found in pod "{pod}"')
+                return found
+        try:
+            obj = await self.api.get(pod_path(namespace, pod))
+        except ApiError as error:
+            if error.status == 404:
+                raise ContainerNotFound(f'pod "{pod}" does not exist') from None
+            raise
+        if obj["spec"].get("nodeName") != self.node_name:
+            raise ContainerNotFound(f'pod "{pod}" does not exist')
+        file_name = log_file_names(obj).get(container)
+        if file_name is None:
+            raise ContainerNotFound(f'container "{container}" not found in pod "{pod}"')
+        return ContainerLog.finished(self.logs_dir, file_name)
+
     async def fetch_object(self, kind: str, namespace: str, name: str) -> JsonObject | None:
         """GET a Secret or ConfigMap; None when it does not exist."""
         resource = {"Secret": "secrets", "ConfigMap": "configmaps"}[kind]
@@ -712,11 +790,16 @@ class PodRunner:
         return str(answer["status"]["token"])
 
 
-async def _serve(server: str, state_dir: Path) -> None:
+async def _serve(server: str, state_dir: Path, kubelet_port: int) -> None:
     api = AsyncKubeApi(server, state_dir / "pki")
     # The project's venv even when the runner itself was started by another interpreter.
     venv_bin = REPO_ROOT / ".venv" / "bin"
-    runner = PodRunner(api, state_dir, venv_bin=venv_bin if venv_bin.is_dir() else None)
+    runner = PodRunner(
+        api,
+        state_dir,
+        venv_bin=venv_bin if venv_bin.is_dir() else None,
+        kubelet_port=kubelet_port,
+    )
     task = asyncio.create_task(runner.run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -734,11 +817,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.harness.podrunner")
     parser.add_argument("--server", required=True, help="apiserver URL (https://127.0.0.1:PORT)")
     parser.add_argument("--state-dir", type=Path, required=True, help="cluster state directory")
+    parser.add_argument(
+        "--kubelet-port", type=int, default=0, help="port of the kubelet endpoint (0: any free)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # One line per request would drown the pod events.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    asyncio.run(_serve(args.server, args.state_dir.resolve()))
+    asyncio.run(_serve(args.server, args.state_dir.resolve(), args.kubelet_port))
     return 0
 
 
