@@ -22,7 +22,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.harness.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = REPO / ".cluster"
@@ -76,13 +77,6 @@ def server_bin_dir() -> Path:
         "no PostgreSQL server binaries (initdb, pg_ctl): run `make sysdeps` "
         "(scripts/install-system-deps.sh installs Debian's postgresql)"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _server_os_user() -> str | None:

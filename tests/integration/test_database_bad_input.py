@@ -33,7 +33,8 @@ from odoo_upgrade.database import (
     settings_from_secret,
     settings_from_secret_dir,
 )
-from tests.harness.postgres import PostgresServer, free_port
+from tests.harness.ports import free_port
+from tests.harness.postgres import PostgresServer
 from tests.support.odoo_db import OdooDatabase
 
 pytest_plugins = ["tests.support.postgres_fixtures"]
