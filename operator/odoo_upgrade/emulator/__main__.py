@@ -79,6 +79,13 @@ def parse_port_range(value: str | None) -> tuple[int, int] | None:
     help="Seconds added to each API answer.",
 )
 @click.option(
+    "--bandwidth",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="BYTES_PER_SECOND",
+    help="Receive v1 uploads (HTTPS and SFTP) no faster than this, as a slow link would.",
+)
+@click.option(
     "--fault-seed",
     type=int,
     default=None,
@@ -116,6 +123,7 @@ def main(
     fail_rate: float,
     drop_after_bytes: int | None,
     latency: float,
+    bandwidth: int | None,
     fault_seed: int | None,
     postgres_url: str | None,
     assigned_host: str | None,
@@ -148,6 +156,7 @@ def main(
         fail_rate=fail_rate,
         drop_after_bytes=drop_after_bytes,
         latency=latency,
+        bandwidth=bandwidth,
         fault_seed=fault_seed,
         postgres_url=postgres_url or None,
         assigned_host=assigned_host,

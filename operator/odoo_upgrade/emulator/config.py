@@ -28,6 +28,7 @@ class EmulatorConfig:
     fail_rate: float = 0.0
     drop_after_bytes: int | None = None
     latency: float = 0.0
+    bandwidth: int | None = None  # bytes per second of v1 uploads; None: as fast as they come
     fault_seed: int | None = None
     # A scratch PostgreSQL server (postgresql://user:password@host:port/db) for upgrades that
     # need one (directory-format dumps); the password is a secret.

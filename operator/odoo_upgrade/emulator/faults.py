@@ -1,9 +1,11 @@
-"""Fault injection: 5xx answers, connections cut once mid-transfer, slow answers."""
+"""Fault injection: 5xx answers, connections cut once mid-transfer, slow answers, slow links."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
+import time
 
 from odoo_upgrade.emulator.config import EmulatorConfig
 
@@ -15,6 +17,7 @@ class FaultInjector:
         self._fail_rate = config.fail_rate
         self._drop_after = config.drop_after_bytes
         self.latency = config.latency
+        self._bandwidth = config.bandwidth
         self._random = random.Random(config.fault_seed)
         self._lock = threading.Lock()
         self._dropped: set[tuple[int, str]] = set()
@@ -43,3 +46,17 @@ class FaultInjector:
         """Record that `transfer` of `request_id` was cut, so that the next attempt is not."""
         with self._lock:
             self._dropped.add((request_id, transfer))
+
+    def pace_seconds(self, size: int) -> float:
+        """How long receiving `size` bytes takes on the `--bandwidth` link (0 without one)."""
+        return size / self._bandwidth if self._bandwidth else 0.0
+
+    async def pace(self, size: int) -> None:
+        """Wait as long as `size` bytes take on the slow link (HTTP handlers)."""
+        if self._bandwidth:
+            await asyncio.sleep(self.pace_seconds(size))
+
+    def pace_blocking(self, size: int) -> None:
+        """The same for the SFTP server's threads."""
+        if self._bandwidth:
+            time.sleep(self.pace_seconds(size))

@@ -99,6 +99,7 @@ async def _receive_upload(request: web.Request, record: RequestRecord) -> Answer
                     _cut(request)
                 out.write(chunk)
                 received += len(chunk)
+                await faults.pace(len(chunk))
             out.flush()
             await asyncio.to_thread(os.fsync, out.fileno())
         expected = request.content_length

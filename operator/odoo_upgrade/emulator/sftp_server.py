@@ -109,6 +109,7 @@ class SharedFileHandle(SFTPHandle):
         chunk = data if allowed is None else data[:allowed]
         os.pwrite(self.fd, chunk, offset)
         self.moved += len(chunk)
+        self.connection.faults.pace_blocking(len(chunk))
         return self._cut() if allowed is not None else SFTP_OK
 
     def read(self, offset: int, length: int) -> bytes | int:
