@@ -147,6 +147,11 @@ class ClusterPaths:
         return self.root / "etcd"
 
     @property
+    def audit_log(self) -> Path:
+        """One JSON line per API request (metadata only: never a Secret's data)."""
+        return self.logs / "audit.log"
+
+    @property
     def server_file(self) -> Path:
         return self.root / "server"
 
@@ -338,6 +343,21 @@ def start_cluster(
     raise AssertionError("unreachable")
 
 
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+"""
+
+
+def _audit_policy(paths: ClusterPaths) -> Path:
+    policy = paths.pki / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    return policy
+
+
 def _start_once(
     paths: ClusterPaths, binaries: Binaries, timeout: float, die_with_parent: bool
 ) -> RunningCluster:
@@ -483,6 +503,13 @@ def _start_components(
             "--kubelet-preferred-address-types=InternalIP",
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
+            # Who asked what (user, user agent, verb, resource): bench/scale.py counts the
+            # operator's own requests from it; also handy when a test fails.
+            f"--audit-policy-file={_audit_policy(paths)}",
+            f"--audit-log-path={paths.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=512",
+            "--audit-log-maxbackup=1",
             # No kube-proxy/endpoints to maintain for the `kubernetes` Service on loopback.
             "--endpoint-reconciler-type=none",
             "--profiling=false",

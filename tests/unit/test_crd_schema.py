@@ -150,6 +150,7 @@ def a_full_status() -> dict[str, Any]:
         "observedGeneration": 2,
         "requestId": 10534,
         "createAttemptedAt": cond.now_rfc3339(),
+        "processRequestedAt": cond.now_rfc3339(),
         "moverRetries": 1,
         "requestSecretRef": {"name": "acme-request"},
         "progress": "42% (1.0 MiB/2.0 MiB)",

@@ -376,6 +376,31 @@ async def test_a_resource_deleted_while_its_request_is_stored_stops_the_retries(
     assert "stays on the platform" in caplog.text
 
 
+async def test_process_is_asked_once_whether_the_crash_came_before_or_after_the_call(
+    run: Run,
+) -> None:
+    prepare(run)
+    uploaded = lambda s: any(  # noqa: E731
+        c["type"] == "Uploaded" and c["status"] == "True" for c in s.get("conditions", [])
+    )
+    await run.until(uploaded)
+    request_id = run.status["requestId"]
+
+    def processes() -> int:
+        return [c["request"] for c in run.emulator.calls("process")].count(request_id)
+
+    # The intent was recorded, then the operator died before sending `process`.
+    await run.cluster.patch_upgrade_status(NS, NAME, {"processRequestedAt": "2026-01-01T00:00:00Z"})
+    await run.step()
+    assert processes() == 1
+    # The call got through, then the operator died before recording it: not asked again.
+    conditions = [c for c in run.status["conditions"] if c["type"] != "Processed"]
+    await run.cluster.patch_upgrade_status(NS, NAME, {"conditions": conditions})
+    run.handle()
+    assert (await run.to_the_end())["phase"] == "Succeeded"
+    assert processes() == 1
+
+
 # -- movers -----------------------------------------------------------------------------------
 
 

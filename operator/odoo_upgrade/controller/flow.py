@@ -327,11 +327,16 @@ def as_v1(platform: object) -> DatabaseV1:
 
 
 async def start_processing(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
-    """Call `process` once. After a crash the platform's state tells whether it was called."""
+    """Call `process` once. The intent is recorded first; after a crash that left it, the
+    platform's state tells whether the call got through."""
     ref = ref_of(await stored_request(upgrade))
-    current = await upgrade.platform_call(spec, "status", lambda p: p.status(ref))
+    needed = True
+    if upgrade.status.get("processRequestedAt"):
+        current = await upgrade.platform_call(spec, "status", lambda p: p.status(ref))
+        needed = current.state_class is StateClass.AWAITING_DUMP
     facts = {}
-    if current.state_class is StateClass.AWAITING_DUMP:
+    if needed:
+        await upgrade.patch_status(processRequestedAt=cond.now_rfc3339())
         try:
             facts = await upgrade.platform_call(spec, "process", lambda p: p.process(ref))
         except PlatformFailure as failure:
@@ -340,13 +345,13 @@ async def start_processing(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
             return await fail_refused(
                 upgrade, failure, "ProcessRefused", cond.PROCESSED, "to process"
             )
-        current = await upgrade.platform_call(spec, "status", lambda p: p.status(ref))
-    message = f"processing requested (platform state {current.state})"
+    message = "processing requested"
+    mirrored = {"platform": facts} if facts else {}
     await upgrade.patch_status(
         phase=cond.PROCESSING,
-        platform={**platform_status(current, cond.now_rfc3339()), **facts},
         conditions=[(cond.PROCESSED, cond.TRUE, "ProcessingRequested", message)],
         message=message,
+        **mirrored,
     )
     upgrade.event("Normal", "ProcessingRequested", message)
     return Again(spec.poll_interval)
@@ -370,7 +375,8 @@ async def poll_platform(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
         state, why = current.state, current.message
         await upgrade.patch_status(platform=platform_status(current, cond.now_rfc3339()))
         if state != previous:
-            upgrade.event("Normal", "PlatformState", f"platform state {previous} -> {state}")
+            change = f"{previous} -> {state}" if previous else str(state)
+            upgrade.event("Normal", "PlatformState", f"platform state {change}")
         if not states.is_known(state):
             logger.info("%s/%s: unknown platform state %r, still waiting", upgrade.namespace,
                         upgrade.name, state)  # fmt: skip
