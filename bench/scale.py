@@ -1,21 +1,23 @@
 #!/usr/bin/env python3
 """Scale benchmark: N OdooUpgrades at once on the local control plane against the emulator.
 
-One resource runs alone first (the baseline), then N at once, all with small dumps and short
-processing. Reported:
+One resource runs alone first (the baseline), then a batch of N at once for each `--resources`
+(default 100 and 300, in one run), each batch with an operator process of its own, all with
+small dumps and short processing. Reported per batch:
 
 - time until all N are Succeeded, against the single resource alone (`overhead_ratio`);
 - the slowest and median resource of the batch (creation to Ready);
 - platform calls per resource: `create` must be 1; `status` against what the poll interval
-  predicts (processing time / pollInterval, + 1 poll that sees `done`, + 1 by the download
-  mover for the URL);
-- the operator's peak RSS (VmHWM) and CPU seconds (utime + stime), read from /proc;
-- kube-apiserver requests per resource: the `apiserver_request_total` delta over the batch,
-  from every client (operator, Job controller, pod runner, this program's polling), and split
-  by resource kind.
+  predicts (processing time / pollInterval + 2);
+- the operator's peak RSS (VmHWM) and CPU seconds (utime + stime), read from /proc; between
+  two batch sizes, the peak RSS growth per resource;
+- kube-apiserver requests per resource made by the operator itself (kopf and its client,
+  told apart by user agent in the API server's audit log), and beside it those of everyone else
+  (Job controller, pod runner, this program's polling);
+- the mover pods' CPU (the pod runner's children): not the operator's cost, reported apart.
 
-    .venv/bin/python bench/scale.py [--resources 100] [--poll-interval 1s] [--json]
-                                    [--process-seconds 2] [--dump-kib 64] [--update-doc]
+    .venv/bin/python bench/scale.py [--resources 100 --resources 300] [--poll-interval 5s]
+                                    [--process-seconds 10] [--dump-kib 64] [--json] [--update-doc]
 
 With KUBECONFIG pointing at a `make cluster` kubeconfig that cluster is used (and left
 running); otherwise a control plane is started and stopped. `--update-doc` writes the table
@@ -48,6 +50,7 @@ from tests.harness.cluster import find_binaries, start_cluster  # noqa: E402
 from tests.harness.local_cluster import LocalCluster  # noqa: E402
 from tests.support.emulator import RunningEmulator  # noqa: E402
 from tests.support.operator import RunningOperator  # noqa: E402
+from tests.support.platform_ports import take_port  # noqa: E402
 from tests.support.scenario import (  # noqa: E402
     RESOURCE,
     Kube,
@@ -57,7 +60,6 @@ from tests.support.scenario import (  # noqa: E402
 )
 
 CRD = REPO / "crds" / "odooupgrades.upgrade.odoo-operator.io.yaml"
-REQUEST_METRIC = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$")
 
 
 @dataclass
@@ -80,8 +82,12 @@ class ScaleResult:
     calls_per_resource: dict[str, float] = field(default_factory=dict)
     status_calls_expected_per_resource: float = 0.0
     operator_cpu_seconds: float = 0.0
-    apiserver_requests_per_resource: float = 0.0
-    apiserver_requests_by_resource: dict[str, float] = field(default_factory=dict)
+    operator_cpu_seconds_per_resource: float = 0.0
+    operator_requests_per_resource: float = 0.0
+    operator_requests_by_kind: dict[str, float] = field(default_factory=dict)
+    other_requests_per_resource: float = 0.0
+    mover_cpu_seconds_per_resource: float = 0.0
+    rss_growth_mib_per_resource: float | None = None  # against the previous, smaller batch
 
 
 def parse_duration(text: str) -> float:
@@ -122,18 +128,51 @@ def control_plane() -> Iterator[LocalCluster]:
         running.stop()
 
 
-def apiserver_requests(cluster: LocalCluster) -> dict[str, float]:
-    """`apiserver_request_total` summed by resource (`""` for non-resource paths)."""
-    with cluster.admin_client() as client:
-        text = client.get("/metrics").text
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        match = REQUEST_METRIC.match(line)
-        if match:
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
-            kind = labels.get("resource", "")
-            totals[kind] = totals.get(kind, 0.0) + float(match.group(2))
-    return totals
+OPERATOR_AGENTS = ("kopf/", "odoo-upgrade-operator/")
+
+
+def audit_offset(cluster: LocalCluster) -> int:
+    """Where the API server's audit log ends now (a batch counts what comes after)."""
+    path = cluster.paths.audit_log
+    return path.stat().st_size if path.exists() else 0
+
+
+def audited_requests(cluster: LocalCluster, since: int) -> tuple[Counter[str], int]:
+    """(the operator's requests by `verb resource`, everyone else's count) since an offset."""
+    mine: Counter[str] = Counter()
+    others = 0
+    with cluster.paths.audit_log.open("rb") as log:
+        log.seek(since)
+        for line in log:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("stage") != "ResponseComplete":
+                continue
+            agent = str(event.get("userAgent") or "")
+            if agent.startswith(OPERATOR_AGENTS):
+                ref = event.get("objectRef") or {}
+                kind = ref.get("resource", "(other)")
+                if ref.get("subresource"):
+                    kind += "/" + ref["subresource"]
+                mine[f"{event.get('verb')} {kind}"] += 1
+            else:
+                others += 1
+    return mine, others
+
+
+def children_cpu_seconds(pid: int) -> float:
+    """CPU of the finished children of a process (the pod runner's mover pods)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def podrunner_pid(cluster: LocalCluster) -> int | None:
+    try:
+        return int(json.loads(cluster.paths.pids.read_text())["podrunner"]["pid"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
 
 
 # -- the operator process ---------------------------------------------------------------
@@ -221,8 +260,58 @@ def expected_status_calls(process_seconds: float, poll: float) -> float:
     return process_seconds / poll + 1 + 1
 
 
-def measure(resources: int, poll: float, process_seconds: float, dump_kib: int) -> ScaleResult:
-    """Run the baseline and the batch; return the figures."""
+def batch_figures(
+    size: int,
+    objects: list[dict[str, Any]],
+    calls: list[dict[str, Any]],
+    seconds: tuple[float, float],
+    usage: tuple[float, float],
+    requests: tuple[Counter[str], int],
+    mover_cpu: float,
+    options: argparse.Namespace,
+) -> ScaleResult:
+    all_seconds, alone_seconds = seconds
+    peak_rss, cpu = usage
+    mine, others = requests
+    succeeded = [o for o in objects if phase_of(o) == "Succeeded"]
+    durations = [d for d in (resource_seconds(o) for o in objects) if d is not None]
+    request_ids = {
+        int(o["status"]["requestId"]) for o in objects if o.get("status", {}).get("requestId")
+    }
+    per_method = platform_calls(calls, request_ids)
+    return ScaleResult(
+        resources=size,
+        all_succeeded=len(succeeded) == size,
+        creates_per_resource=per_method.get("create", 0.0),
+        operator_peak_rss_mib=round(peak_rss, 1),
+        overhead_ratio=round(all_seconds / alone_seconds, 2) if alone_seconds else 0.0,
+        seconds_all=round(all_seconds, 1),
+        seconds_alone=round(alone_seconds, 1),
+        seconds_slowest_in_batch=max(durations, default=0.0),
+        seconds_median_in_batch=statistics.median(durations) if durations else 0.0,
+        failed=size - len(succeeded),
+        poll_interval_seconds=options.poll_interval,
+        process_seconds=options.process_seconds,
+        dump_bytes=options.dump_kib * 1024,
+        calls_per_resource={k: round(v, 2) for k, v in per_method.items()},
+        status_calls_expected_per_resource=round(
+            expected_status_calls(options.process_seconds, options.poll_interval), 1
+        ),
+        operator_cpu_seconds=round(cpu, 1),
+        operator_cpu_seconds_per_resource=round(cpu / size, 3),
+        operator_requests_per_resource=round(sum(mine.values()) / size, 1),
+        operator_requests_by_kind={
+            k: round(v / size, 1) for k, v in sorted(mine.items(), key=lambda kv: -kv[1])
+        },
+        other_requests_per_resource=round(others / size, 1),
+        mover_cpu_seconds_per_resource=round(mover_cpu / size, 2),
+    )
+
+
+def measure(options: argparse.Namespace) -> list[ScaleResult]:
+    """The baseline, then one batch per size, each with a fresh operator; their figures."""
+    results: list[ScaleResult] = []
+    poll = options.poll_interval
     with control_plane() as cluster, tempfile.TemporaryDirectory(prefix="scale-") as scratch:
         kube = Kube(cluster.kubeconfig)
         kube.run("apply", "-f", str(CRD))
@@ -233,121 +322,146 @@ def measure(resources: int, poll: float, process_seconds: float, dump_kib: int) 
             "crd/odooupgrades.upgrade.odoo-operator.io",
         )
         emulator = RunningEmulator(
-            data_dir=Path(scratch) / "emulator", process_seconds=process_seconds
+            data_dir=Path(scratch) / "emulator",
+            port=take_port(),
+            process_seconds=options.process_seconds,
         )
-        operator = RunningOperator(cluster.kubeconfig, Path(scratch) / "operator.log")
-        operator.start()
-        ns = Namespace.create(kube, cluster.volume_dir, prefix="scale")
+        runner = podrunner_pid(cluster)
         try:
-            ns.prepare(contract=emulator.contract)
-            names = [f"db-{i:04d}" for i in range(resources)]
-            for name in ["alone", *names]:
-                ns.put_dump(f"dumps/{name}.dump", size=dump_kib * 1024)
-            timeout = 300 + 10 * resources
-            alone_seconds, alone = run_batch(kube, ns, emulator, ["alone"], poll, timeout)
-            before = apiserver_requests(cluster)
-            all_seconds, objects = run_batch(kube, ns, emulator, names, poll, timeout)
-            after = apiserver_requests(cluster)
-            assert operator.pid is not None
-            peak_rss, cpu = operator_usage(operator.pid)
-            calls = emulator.calls()  # before the scratch directory goes
+            alone_seconds = 0.0
+            for number, size in enumerate(options.resources):
+                operator = RunningOperator(
+                    cluster.kubeconfig, Path(scratch) / f"operator-{size}.log"
+                )
+                operator.start()
+                ns = Namespace.create(kube, cluster.volume_dir, prefix="scale")
+                try:
+                    ns.prepare(contract=emulator.contract)
+                    names = [f"db-{i:04d}" for i in range(size)]
+                    for name in ["alone", *names] if number == 0 else names:
+                        ns.put_dump(f"dumps/{name}.dump", size=options.dump_kib * 1024)
+                    timeout = 300 + 10 * size
+                    if number == 0:
+                        alone_seconds, _ = run_batch(kube, ns, emulator, ["alone"], poll, timeout)
+                    before_calls = len(emulator.calls())
+                    offset = audit_offset(cluster)
+                    movers_before = children_cpu_seconds(runner) if runner else 0.0
+                    all_seconds, objects = run_batch(kube, ns, emulator, names, poll, timeout)
+                    requests = audited_requests(cluster, offset)
+                    movers = (children_cpu_seconds(runner) if runner else 0.0) - movers_before
+                    assert operator.pid is not None
+                    usage = operator_usage(operator.pid)
+                    calls = emulator.calls()[before_calls:]
+                finally:
+                    operator.stop()
+                    ns.delete()
+                result = batch_figures(
+                    size,
+                    objects,
+                    calls,
+                    (all_seconds, alone_seconds),
+                    usage,
+                    requests,
+                    movers,
+                    options,
+                )
+                if results:
+                    smaller = results[-1]
+                    result.rss_growth_mib_per_resource = round(
+                        (result.operator_peak_rss_mib - smaller.operator_peak_rss_mib)
+                        / (size - smaller.resources),
+                        3,
+                    )
+                results.append(result)
         finally:
-            operator.stop()
             emulator.stop()
-            ns.delete()
-    succeeded = [o for o in objects if phase_of(o) == "Succeeded"]
-    durations = [d for d in (resource_seconds(o) for o in objects) if d is not None]
-    request_ids = {
-        int(o["status"]["requestId"]) for o in objects if o.get("status", {}).get("requestId")
-    }
-    per_method = platform_calls(calls, request_ids)
-    expected_status = expected_status_calls(process_seconds, poll)
-    creates = sum(1 for c in calls if c["method"] == "create" and c.get("ok")) - len(alone)
-    delta = {k: after[k] - before.get(k, 0.0) for k in after if after[k] - before.get(k, 0.0) > 0}
-    return ScaleResult(
-        resources=resources,
-        all_succeeded=len(succeeded) == resources,
-        creates_per_resource=round(creates / resources, 3),
-        operator_peak_rss_mib=round(peak_rss, 1),
-        overhead_ratio=round(all_seconds / alone_seconds, 2) if alone_seconds else 0.0,
-        seconds_all=round(all_seconds, 1),
-        seconds_alone=round(alone_seconds, 1),
-        seconds_slowest_in_batch=max(durations, default=0.0),
-        seconds_median_in_batch=statistics.median(durations) if durations else 0.0,
-        failed=resources - len(succeeded),
-        poll_interval_seconds=poll,
-        process_seconds=process_seconds,
-        dump_bytes=dump_kib * 1024,
-        calls_per_resource={k: round(v, 2) for k, v in per_method.items()},
-        status_calls_expected_per_resource=round(expected_status, 1),
-        operator_cpu_seconds=round(cpu, 1),
-        apiserver_requests_per_resource=round(sum(delta.values()) / resources, 1),
-        apiserver_requests_by_resource={
-            (k or "(non-resource)"): round(v / resources, 1)
-            for k, v in sorted(delta.items(), key=lambda kv: -kv[1])
-        },
-    )
+    return results
 
 
-def markdown(result: ScaleResult) -> str:
-    """The figures as a Markdown table."""
-    calls = ", ".join(f"{m} {n}" for m, n in result.calls_per_resource.items())
-    by_kind = ", ".join(
-        f"{k} {v}" for k, v in list(result.apiserver_requests_by_resource.items())[:6]
-    )
-    rows = [
-        (
-            "resources",
-            f"{result.resources} (dump {result.dump_bytes // 1024} KiB, processing "
-            f"{result.process_seconds:g} s, pollInterval {result.poll_interval_seconds:g} s)",
+def markdown(results: list[ScaleResult]) -> str:
+    """The figures of every batch as one Markdown table (a column per batch size)."""
+
+    def row(name: str, cell: Any) -> str:
+        return f"| {name} | " + " | ".join(str(cell(r)) for r in results) + " |"
+
+    first = results[0]
+    lines = [
+        f"Dumps of {first.dump_bytes // 1024} KiB, processing {first.process_seconds:g} s, "
+        f"pollInterval {first.poll_interval_seconds:g} s.",
+        "",
+        "| figure | " + " | ".join(f"N = {r.resources}" for r in results) + " |",
+        "| --- |" + " --- |" * len(results),
+        row("all Succeeded", lambda r: f"{r.all_succeeded} ({r.failed} not)"),
+        row("time to all Succeeded", lambda r: f"{r.seconds_all} s"),
+        row("one resource alone", lambda r: f"{r.seconds_alone} s"),
+        row("overhead ratio (all / alone)", lambda r: r.overhead_ratio),
+        row(
+            "slowest / median resource",
+            lambda r: f"{r.seconds_slowest_in_batch:g} s / {r.seconds_median_in_batch:g} s",
         ),
-        ("all Succeeded", f"{result.all_succeeded} ({result.failed} not)"),
-        ("time to all Succeeded", f"{result.seconds_all} s"),
-        ("one resource alone", f"{result.seconds_alone} s"),
-        ("overhead ratio (all / alone)", f"{result.overhead_ratio}"),
-        (
-            "slowest / median resource in the batch",
-            f"{result.seconds_slowest_in_batch:g} s / {result.seconds_median_in_batch:g} s",
+        row("`create` per resource", lambda r: r.creates_per_resource),
+        row(
+            "platform calls per resource",
+            lambda r: ", ".join(f"{m} {n}" for m, n in r.calls_per_resource.items()),
         ),
-        ("`create` per resource", f"{result.creates_per_resource}"),
-        ("platform calls per resource", calls),
-        (
-            "`status` calls expected per resource (processing / pollInterval + 2)",
-            f"{result.status_calls_expected_per_resource}",
+        row(
+            "`status` expected per resource (processing / pollInterval + 2)",
+            lambda r: r.status_calls_expected_per_resource,
         ),
-        ("operator peak RSS", f"{result.operator_peak_rss_mib} MiB"),
-        ("operator CPU", f"{result.operator_cpu_seconds} s"),
-        (
-            "kube-apiserver requests per resource (all clients)",
-            f"{result.apiserver_requests_per_resource} ({by_kind})",
+        row("operator peak RSS", lambda r: f"{r.operator_peak_rss_mib} MiB"),
+        row(
+            "peak RSS growth per resource (vs the smaller batch)",
+            lambda r: (
+                "-"
+                if r.rss_growth_mib_per_resource is None
+                else f"{r.rss_growth_mib_per_resource} MiB"
+            ),
+        ),
+        row("operator CPU per resource", lambda r: f"{r.operator_cpu_seconds_per_resource} s"),
+        row("operator API requests per resource", lambda r: r.operator_requests_per_resource),
+        row(
+            "  of which",
+            lambda r: ", ".join(
+                f"{k} {v}" for k, v in list(r.operator_requests_by_kind.items())[:8]
+            ),
+        ),
+        row("other clients' API requests per resource", lambda r: r.other_requests_per_resource),
+        row(
+            "mover pods' CPU per resource (not the operator's)",
+            lambda r: f"{r.mover_cpu_seconds_per_resource} s",
         ),
     ]
-    return "\n".join(["| figure | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)])
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--resources", type=int, default=100)
-    parser.add_argument("--poll-interval", type=parse_duration, default=1.0)
-    parser.add_argument("--process-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--resources", type=int, action="append", help="a batch size; repeat (default 100, 300)"
+    )
+    parser.add_argument("--poll-interval", type=parse_duration, default=5.0)
+    parser.add_argument("--process-seconds", type=float, default=10.0)
     parser.add_argument("--dump-kib", type=int, default=64)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument(
         "--update-doc", action="store_true", help="write the table into docs/RELIABILITY.md"
     )
-    args = parser.parse_args(argv)
-    result = measure(args.resources, args.poll_interval, args.process_seconds, args.dump_kib)
-    if args.json:
-        print(json.dumps(asdict(result), indent=2))
+    options = parser.parse_args(argv)
+    options.resources = sorted(options.resources or [100, 300])
+    results = measure(options)
+    if options.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
     else:
-        print(markdown(result))
-    if args.update_doc:
+        print(markdown(results))
+    if options.update_doc:
+        sizes = " ".join(f"--resources {n}" for n in options.resources)
         replace_section(
             "scale",
-            f"Last run: {utc_stamp()} ({machine_line()}), "
-            f"`bench/scale.py --resources {args.resources}`.\n\n{markdown(result)}",
+            f"Last run: {utc_stamp()} ({machine_line()}), `bench/scale.py {sizes}`.\n\n"
+            f"{markdown(results)}",
         )
-    return 0 if result.all_succeeded and result.creates_per_resource == 1 else 1
+    ok = all(r.all_succeeded and r.creates_per_resource == 1 for r in results)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -162,7 +162,6 @@ async def test_https_flow_creates_once_and_delivers_the_upgraded_dump(run: Run) 
     assert "createAttemptedAt" in status and status.get("moverRetries") is None
     order = [
         "Accepted",
-        "Creating",
         "RequestCreated",
         "UploadStarted",
         "Uploaded",

@@ -158,7 +158,6 @@ async def create_request(upgrade: Upgrade, spec: UpgradeSpec, contract: str) -> 
         conditions=[(cond.REQUEST_CREATED, cond.UNKNOWN, "Creating", message)],
         message=message,
     )
-    upgrade.event("Normal", "Creating", message)
     order = RequestOrder(
         contract=contract,
         email=spec.email,
@@ -373,7 +372,17 @@ async def poll_platform(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
         ref = ref_of(await stored_request(upgrade))
         current = await upgrade.platform_call(spec, "status", lambda p: p.status(ref))
         state, why = current.state, current.message
-        await upgrade.patch_status(platform=platform_status(current, cond.now_rfc3339()))
+        mirrored = platform_status(current, cond.now_rfc3339())
+        if current.state_class is StateClass.SUCCEEDED:  # one patch: the mirror and the phase
+            message = f"upgraded dump ready on the platform (state {state})"
+            await upgrade.patch_status(
+                phase=cond.DOWNLOADING,
+                platform=mirrored,
+                conditions=[(cond.DOWNLOADED, cond.UNKNOWN, "Ready", message)],
+                message=message,
+            )
+        else:
+            await upgrade.patch_status(platform=mirrored)
         if state != previous:
             change = f"{previous} -> {state}" if previous else str(state)
             upgrade.event("Normal", "PlatformState", f"platform state {change}")
@@ -387,12 +396,13 @@ async def poll_platform(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
             upgrade, reason, f"{wording}: {why or 'no reason given'}", condition_type=cond.PROCESSED
         )
     if klass is StateClass.SUCCEEDED:
-        message = f"upgraded dump ready on the platform (state {state})"
-        await upgrade.patch_status(
-            phase=cond.DOWNLOADING,
-            conditions=[(cond.DOWNLOADED, cond.UNKNOWN, "Ready", message)],
-            message=message,
-        )
+        if upgrade.phase != cond.DOWNLOADING:  # final already before this pass (a restart)
+            message = f"upgraded dump ready on the platform (state {state})"
+            await upgrade.patch_status(
+                phase=cond.DOWNLOADING,
+                conditions=[(cond.DOWNLOADED, cond.UNKNOWN, "Ready", message)],
+                message=message,
+            )
         return NOW
     return Again(spec.poll_interval)
 

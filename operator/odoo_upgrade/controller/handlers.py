@@ -12,7 +12,13 @@ from typing import Any
 import kopf
 
 from odoo_upgrade.controller import driver, metrics
-from odoo_upgrade.controller.jobs import MANAGED_BY, MANAGED_BY_LABEL, UID_LABEL, Owner
+from odoo_upgrade.controller.jobs import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    UID_LABEL,
+    Owner,
+    job_outcome,
+)
 from odoo_upgrade.controller.kube import ClusterApi, KubeApi, load_credentials
 from odoo_upgrade.controller.movers import MoverJobs
 from odoo_upgrade.controller.resource import EventSink, Upgrade
@@ -95,7 +101,13 @@ async def drive_upgrade(
 ) -> None:
     """Run the flow of one OdooUpgrade until it is Succeeded or Failed."""
     upgrade = Upgrade(
-        memo["kube"], namespace or "", name, uid, event_sink(body), platforms=memo["platforms"]
+        memo["kube"],
+        namespace or "",
+        name,
+        uid,
+        event_sink(body),
+        platforms=memo["platforms"],
+        live=body,
     )
     wakeups: Wakeups = memo["wakeups"]
     # Errors are retried inside the driver with backoff; the daemon ends only when the
@@ -107,11 +119,16 @@ async def drive_upgrade(
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY_LABEL: MANAGED_BY}, id="mover-jobs")
-async def mover_job_changed(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    """A mover Job changed (started, finished, deleted): its resource's flow looks at once."""
+async def mover_job_changed(
+    type: str | None, body: kopf.Body, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> None:
+    """A mover Job ended or went away: its resource's flow looks at once (the many status
+    updates of a running Job wake nobody: the flow looks at those on its own, now and then)."""
     uid = labels.get(UID_LABEL)
     wakeups = memo.get("wakeups")
-    if uid and isinstance(wakeups, Wakeups):
+    if not uid or not isinstance(wakeups, Wakeups):
+        return
+    if type == "DELETED" or job_outcome(body).finished:
         wakeups.wake(uid)
 
 

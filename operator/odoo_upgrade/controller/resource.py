@@ -6,7 +6,7 @@ Events are redacted, platform calls are counted in the metrics.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -50,6 +50,11 @@ class Upgrade:
     last_progress_probe: float = 0.0
     # The stored request as last read (it changes only through `write_secret`).
     _stored: StoredRequest | None = None
+    # kopf's live view of the resource (kept current by its watch), if any, and the
+    # resourceVersions this handle has read or written: a live view at one of those is not
+    # newer than `obj`, so the next pass need not read the resource again.
+    live: Mapping[str, Any] | None = None
+    _versions_seen: set[str] = field(default_factory=set)
 
     @property
     def owner(self) -> Owner:
@@ -107,9 +112,28 @@ class Upgrade:
         self._stored = None
 
     async def refresh(self) -> None:
-        """Read the resource from the API server (the truth after any restart)."""
+        """Read the resource from the API server (the truth after any restart), unless the
+        live view shows nobody else changed it since this handle last read or wrote it."""
+        if (
+            self.obj
+            and self.live is not None
+            and self._version_of(self.live) in self._versions_seen
+        ):
+            return
         self.obj = await self.kube.get_upgrade(self.namespace, self.name)
+        self._remember_version()
         metrics.record_phase(self.uid, self.phase)
+
+    @staticmethod
+    def _version_of(obj: Mapping[str, Any]) -> str:
+        return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+    def _remember_version(self) -> None:
+        version = self._version_of(self.obj)
+        if version:
+            if len(self._versions_seen) > 64:  # old versions never come back: keep it small
+                self._versions_seen.clear()
+            self._versions_seen.add(version)
 
     async def patch_status(
         self,
@@ -132,6 +156,7 @@ class Upgrade:
         if self.generation is not None:
             patch["observedGeneration"] = self.generation
         self.obj = await self.kube.patch_upgrade_status(self.namespace, self.name, patch)
+        self._remember_version()
         metrics.record_phase(self.uid, self.phase)
 
     def event(self, type_: str, reason: str, message: str) -> None:
