@@ -130,6 +130,29 @@ def control_plane() -> Iterator[LocalCluster]:
 
 OPERATOR_AGENTS = ("kopf/", "odoo-upgrade-operator/")
 
+# The operator under tracemalloc, writing where its memory lives when it exits (--trace-memory).
+TRACED_OPERATOR = """
+import atexit, os, sys, tracemalloc
+tracemalloc.start(8)
+def report():
+    top = tracemalloc.take_snapshot().statistics("traceback")[:15]
+    with open(os.environ["SCALE_TRACE_FILE"], "w") as out:
+        for stat in top:
+            out.write(f"{stat.size / 1024:.0f} KiB in {stat.count} blocks\\n")
+            out.writelines(f"    {line}\\n" for line in stat.traceback.format()[-8:])
+atexit.register(report)
+sys.argv = ["odoo-upgrade", *sys.argv[1:]]
+from odoo_upgrade.cli import main
+main()
+"""
+
+
+class TracedOperator(RunningOperator):
+    """The operator in a Python that records its allocations (slow: for finding leaks)."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", TRACED_OPERATOR, *super().command()[1:]]
+
 
 def audit_offset(cluster: LocalCluster) -> int:
     """Where the API server's audit log ends now (a batch counts what comes after)."""
@@ -443,6 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--process-seconds", type=float, default=10.0)
     parser.add_argument("--dump-kib", type=int, default=64)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--trace-memory",
+        metavar="FILE",
+        help="run the operator under tracemalloc; its top allocations go to FILE.<N>",
+    )
     parser.add_argument(
         "--update-doc", action="store_true", help="write the table into docs/RELIABILITY.md"
     )

@@ -68,6 +68,10 @@ PREREQUISITE_REASONS = frozenset(
 SAVE_RETRY = RetryPolicy(attempts=1_000_000, base_delay=1.0, max_delay=30.0, jitter=False)
 
 
+# Prerequisites found this recently (by `create` just before the upload) are not read again.
+RECHECK_AFTER_SECONDS = 60.0
+
+
 class RequestLost(Exception):
     """The request Secret holding the request's key is gone: it cannot be continued."""
 
@@ -120,6 +124,7 @@ async def validate_prerequisites(upgrade: Upgrade, spec: UpgradeSpec) -> str | N
                 f'namespace "{upgrade.namespace}"',
                 phase=phase,
             )
+    upgrade.prerequisites_found_at = time.monotonic()
     ready = cond.find_condition(upgrade.conditions, cond.READY)
     if ready is None or ready.get("reason") in PREREQUISITE_REASONS:
         await upgrade.patch_status(
@@ -278,7 +283,8 @@ async def upload_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
     stored = await stored_request(upgrade)
 
     async def prepare() -> None:
-        await validate_prerequisites(upgrade, spec)
+        if time.monotonic() - upgrade.prerequisites_found_at > RECHECK_AFTER_SECONDS:
+            await validate_prerequisites(upgrade, spec)  # else `create` just found them
         if not may_use_sftp(spec.transport) or stored.sftp_access is not None:
             return
         grant = await upgrade.platform_call(

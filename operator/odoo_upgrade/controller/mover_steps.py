@@ -64,14 +64,18 @@ DOWNLOAD = MoverStep(
 OnSuccess = Callable[[MoverResult], Awaitable[StepResult]]
 
 
-# How often a running mover Job is looked at (progress, a stuck pod). Its end wakes the flow
+# How often a running mover Job is looked at (progress, a stuck pod): 10 s after it starts,
+# then ever less often, up to once a minute: a long transfer's progress needs no more, and a
+# thousand resources moving at once must not poll the API server flat. Its end wakes the flow
 # at once when the operator watches Jobs (controller.wakeups); this bounds the wait otherwise.
-RUNNING_JOB_INTERVAL = 10.0
+FIRST_LOOK_SECONDS = 10.0
+LOOK_AT_MOST_EVERY = 60.0
 
 
-def job_check_interval(spec: UpgradeSpec) -> float:
-    """How long to wait before looking at a running mover Job again."""
-    return max(2.0, min(spec.poll_interval, RUNNING_JOB_INTERVAL))
+def job_check_interval(spec: UpgradeSpec, looks: int = 0) -> float:
+    """How long to wait before looking at a running mover Job again (after `looks` looks)."""
+    interval = min(LOOK_AT_MOST_EVERY, FIRST_LOOK_SECONDS * 2**looks)
+    return max(2.0, min(spec.poll_interval * 2**looks, interval))
 
 
 async def drive_mover(
@@ -88,6 +92,7 @@ async def drive_mover(
     if mover is None:
         if before_start is not None:
             await before_start()
+        upgrade.job_looks = 0
         if await upgrade.movers.start(spec, step.direction):
             name = upgrade.movers.name(step.direction)
             message = f'{step.direction.value} Job "{name}" started'
@@ -102,7 +107,8 @@ async def drive_mover(
     outcome = mover.outcome
     if not outcome.finished:
         await report_running(upgrade, spec, step, mover)
-        return Again(job_check_interval(spec))
+        upgrade.job_looks += 1
+        return Again(job_check_interval(spec, upgrade.job_looks))
     result = mover.result
     await record_host_key(upgrade, spec, result)
     if outcome.succeeded and result.succeeded:

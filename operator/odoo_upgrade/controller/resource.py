@@ -46,8 +46,12 @@ class Upgrade:
     obj: dict[str, Any] = field(default_factory=dict)
     # Shared clients of a long-running operator; without, a client per call.
     platforms: PlatformPool | None = None
-    # In memory only to throttle best-effort progress probes; never a source of flow state.
+    # In memory only, to spare API requests; never a source of flow state: when progress was
+    # last probed, how often the running mover Job was looked at, when the prerequisites
+    # (PVCs, contract) were last found.
     last_progress_probe: float = 0.0
+    job_looks: int = 0
+    prerequisites_found_at: float = -1e9
     # The stored request as last read (it changes only through `write_secret`).
     _stored: StoredRequest | None = None
     # kopf's live view of the resource (kept current by its watch), if any, and the
