@@ -31,6 +31,7 @@ import datetime
 import json
 import os
 import re
+import signal
 import statistics
 import sys
 import tempfile
@@ -130,17 +131,17 @@ def control_plane() -> Iterator[LocalCluster]:
 
 OPERATOR_AGENTS = ("kopf/", "odoo-upgrade-operator/")
 
-# The operator under tracemalloc, writing where its memory lives when it exits (--trace-memory).
+# The operator under tracemalloc, writing where its memory lives on SIGUSR1 (--trace-memory).
 TRACED_OPERATOR = """
-import atexit, os, sys, tracemalloc
+import os, signal, sys, tracemalloc
 tracemalloc.start(8)
-def report():
+def report(*_):
     top = tracemalloc.take_snapshot().statistics("traceback")[:15]
     with open(os.environ["SCALE_TRACE_FILE"], "w") as out:
         for stat in top:
             out.write(f"{stat.size / 1024:.0f} KiB in {stat.count} blocks\\n")
             out.writelines(f"    {line}\\n" for line in stat.traceback.format()[-8:])
-atexit.register(report)
+signal.signal(signal.SIGUSR1, report)
 sys.argv = ["odoo-upgrade", *sys.argv[1:]]
 from odoo_upgrade.cli import main
 main()
@@ -353,9 +354,12 @@ def measure(options: argparse.Namespace) -> list[ScaleResult]:
         try:
             alone_seconds = 0.0
             for number, size in enumerate(options.resources):
-                operator = RunningOperator(
-                    cluster.kubeconfig, Path(scratch) / f"operator-{size}.log"
-                )
+                log = Path(scratch) / f"operator-{size}.log"
+                if options.trace_memory:
+                    os.environ["SCALE_TRACE_FILE"] = f"{options.trace_memory}.{size}"
+                    operator: RunningOperator = TracedOperator(cluster.kubeconfig, log)
+                else:
+                    operator = RunningOperator(cluster.kubeconfig, log)
                 operator.start()
                 ns = Namespace.create(kube, cluster.volume_dir, prefix="scale")
                 try:
@@ -374,6 +378,9 @@ def measure(options: argparse.Namespace) -> list[ScaleResult]:
                     movers = (children_cpu_seconds(runner) if runner else 0.0) - movers_before
                     assert operator.pid is not None
                     usage = operator_usage(operator.pid)
+                    if options.trace_memory:
+                        os.kill(operator.pid, signal.SIGUSR1)
+                        time.sleep(20)  # a snapshot of a big heap takes a while
                     calls = emulator.calls()[before_calls:]
                 finally:
                     operator.stop()

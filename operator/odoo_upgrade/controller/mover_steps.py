@@ -74,8 +74,8 @@ LOOK_AT_MOST_EVERY = 60.0
 
 def job_check_interval(spec: UpgradeSpec, looks: int = 0) -> float:
     """How long to wait before looking at a running mover Job again (after `looks` looks)."""
-    interval = min(LOOK_AT_MOST_EVERY, FIRST_LOOK_SECONDS * 2**looks)
-    return max(2.0, min(spec.poll_interval * 2**looks, interval))
+    interval = min(LOOK_AT_MOST_EVERY, FIRST_LOOK_SECONDS * 2.0**looks)
+    return max(2.0, min(spec.poll_interval * 2.0**looks, interval))
 
 
 async def drive_mover(
