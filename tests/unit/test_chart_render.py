@@ -290,50 +290,49 @@ def test_mover_values_become_operator_flags(helm: Path) -> None:
     ]
 
 
-def test_mover_job_policy_allows_the_operators_images_only(helm: Path) -> None:
-    manifests = render(helm, "image.tag=1.2.3", "databaseImage=registry.example/odoo-pg:16")
-    (policy,) = of_kind(manifests, "ValidatingAdmissionPolicy")
-    (binding,) = of_kind(manifests, "ValidatingAdmissionPolicyBinding")
-    (params,) = [
-        c for c in of_kind(manifests, "ConfigMap") if c["metadata"]["name"].endswith("-mover-jobs")
-    ]
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
-    assert binding["spec"]["validationActions"] == ["Deny"]
-    assert binding["spec"]["paramRef"] == {
-        "name": params["metadata"]["name"],
-        "namespace": RELEASE_NAMESPACE,
-        "parameterNotFoundAction": "Deny",
-    }
-    assert params["data"] == {
-        "moverImage": env_value(operator_container(manifests), "ODOO_UPGRADE_MOVER_IMAGE")["value"],
-        "databaseImage": "registry.example/odoo-pg:16",
-    }
+def by_name(manifests: list[Manifest], kind: str, suffix: str) -> Manifest:
+    (found,) = [m for m in of_kind(manifests, kind) if m["metadata"]["name"].endswith(suffix)]
+    return found
+
+
+def test_mover_job_policies_confine_the_operators_account_and_read_its_deployment(
+    helm: Path,
+) -> None:
+    manifests = render(helm)
     account = the_deployment(manifests)["spec"]["template"]["spec"]["serviceAccountName"]
-    (condition,) = policy["spec"]["matchConditions"]
-    assert f"'system:serviceaccount:{RELEASE_NAMESPACE}:{account}'" in condition["expression"]
+    for suffix in ("-mover-jobs", "-mover-image"):
+        policy = by_name(manifests, "ValidatingAdmissionPolicy", suffix)
+        binding = by_name(manifests, "ValidatingAdmissionPolicyBinding", suffix)
+        assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+        assert binding["spec"]["validationActions"] == ["Deny"]
+        (condition,) = policy["spec"]["matchConditions"]
+        assert f"'system:serviceaccount:{RELEASE_NAMESPACE}:{account}'" in condition["expression"]
+    # The shape needs no parameter; the image comes from this release's Deployment, whose
+    # absence must not refuse every Job of the cluster.
+    assert (
+        "paramRef"
+        not in by_name(manifests, "ValidatingAdmissionPolicyBinding", "-mover-jobs")["spec"]
+    )
+    image = by_name(manifests, "ValidatingAdmissionPolicy", "-mover-image")
+    assert image["spec"]["paramKind"] == {"apiVersion": "apps/v1", "kind": "Deployment"}
+    assert by_name(manifests, "ValidatingAdmissionPolicyBinding", "-mover-image")["spec"][
+        "paramRef"
+    ] == {
+        "name": the_deployment(manifests)["metadata"]["name"],
+        "namespace": RELEASE_NAMESPACE,
+        "parameterNotFoundAction": "Allow",
+    }
     assert not of_kind(render(helm, "moverJobPolicy.enabled=false"), "ValidatingAdmissionPolicy")
 
 
-def test_chart_and_deploy_default_carry_the_same_mover_job_policy(helm: Path) -> None:
-    (chart,) = of_kind(render(helm), "ValidatingAdmissionPolicy")
-    (kustomized,) = of_kind(kustomize_default(), "ValidatingAdmissionPolicy")
-    ours, theirs = folded(chart["spec"]), folded(kustomized["spec"])
-    # Only who the operator is may differ (release name and namespace).
-    assert ours.pop("matchConditions")[0]["name"] == theirs.pop("matchConditions")[0]["name"]
-    assert ours == theirs
-
-
-def test_liveness_probe_targets_the_endpoint_kopf_serves(helm: Path) -> None:
-    container = operator_container(render(helm, "liveness.port=8181"))
-    assert "--liveness=http://0.0.0.0:8181/healthz" in container["args"]
-    port = next(p for p in container["ports"] if p["name"] == "healthz")
-    assert port["containerPort"] == 8181
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
-
-
-def test_operator_knows_its_pod_name_from_the_downward_api(helm: Path) -> None:
-    pod_id = env_value(operator_container(render(helm)), "POD_ID")
-    assert pod_id["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+def test_chart_and_deploy_default_carry_the_same_mover_job_policies(helm: Path) -> None:
+    chart, kustomized = render(helm), kustomize_default()
+    for suffix in ("-mover-jobs", "-mover-image"):
+        ours = folded(by_name(chart, "ValidatingAdmissionPolicy", suffix)["spec"])
+        theirs = folded(by_name(kustomized, "ValidatingAdmissionPolicy", suffix)["spec"])
+        # Only who the operator is may differ (release name and namespace).
+        assert ours.pop("matchConditions")[0]["name"] == theirs.pop("matchConditions")[0]["name"]
+        assert ours == theirs, suffix
 
 
 @pytest.mark.parametrize(

@@ -137,16 +137,19 @@ def test_only_the_odoo_platform_is_allowed(installed: list[Manifest]) -> None:
     ]
 
 
-def test_the_mover_job_policy_judges_the_operators_jobs_only(installed: list[Manifest]) -> None:
-    policy = one(installed, "ValidatingAdmissionPolicy")
-    binding = one(installed, "ValidatingAdmissionPolicyBinding")
-    params = one(installed, "ConfigMap", "odoo-upgrade-operator-mover-jobs")
-    (condition,) = policy["spec"]["matchConditions"]
-    assert f"'{OPERATOR_USER}'" in " ".join(condition["expression"].split())
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
-    assert binding["spec"]["paramRef"]["name"] == params["metadata"]["name"]
-    assert binding["spec"]["paramRef"]["namespace"] == INSTALL_NAMESPACE
-    assert params["data"]["moverImage"] == container_of(installed)["image"]
+def test_the_mover_job_policies_judge_the_operators_jobs_only(installed: list[Manifest]) -> None:
+    deployment = one(installed, "Deployment")
+    for name in ("odoo-upgrade-operator-mover-jobs", "odoo-upgrade-operator-mover-image"):
+        policy = one(installed, "ValidatingAdmissionPolicy", name)
+        binding = one(installed, "ValidatingAdmissionPolicyBinding", name)
+        (condition,) = policy["spec"]["matchConditions"]
+        assert f"'{OPERATOR_USER}'" in " ".join(condition["expression"].split())
+        assert binding["spec"]["policyName"] == name
+    # The image policy reads the images from the operator's own Deployment.
+    param = one(installed, "ValidatingAdmissionPolicyBinding", "odoo-upgrade-operator-mover-image")
+    assert param["spec"]["paramRef"]["name"] == deployment["metadata"]["name"]
+    assert param["spec"]["paramRef"]["namespace"] == INSTALL_NAMESPACE
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["name"] == "operator"
     account = one(installed, "ServiceAccount")
     assert OPERATOR_USER.endswith(":" + account["metadata"]["name"])
 
@@ -213,9 +216,6 @@ def test_an_overlay_image_override_reaches_the_mover_image(tmp_path: Path) -> No
     assert container["image"] == "registry.example/odoo-upgrade:9.9"
     (mover,) = [e for e in container["env"] if e["name"] == "ODOO_UPGRADE_MOVER_IMAGE"]
     assert mover["value"] == "registry.example/odoo-upgrade:9.9"
-    # ...and the image the mover Job policy allows.
-    params = one(manifests, "ConfigMap", "odoo-upgrade-operator-mover-jobs")
-    assert params["data"]["moverImage"] == "registry.example/odoo-upgrade:9.9"
 
 
 def test_default_mover_image_is_the_operator_image(installed: list[Manifest]) -> None:
