@@ -17,6 +17,10 @@ Around the library, three guards make "only the leader acts" hold when things go
 Exiting the process (as controller-runtime does) is the only stop that is surely immediate;
 Kubernetes restarts the container, which then waits as a standby. A standby serves the liveness
 endpoint itself until it leads, then hands the port to kopf.
+
+Calls made here (the Role of deploy/default/leader_election_role.yaml):
+
+    coordination.k8s.io  leases  get, update (the Lease `odoo-upgrade-operator`), create
 """
 
 from __future__ import annotations
