@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 import yaml
 
 from tests.e2e.test_deploy_rbac import FORBIDDEN_MARKERS, service_account_kubeconfig
+from tests.harness.kubectl import kustomize
 from tests.harness.local_cluster import LocalCluster
 from tests.support.emulator import RunningEmulator
 from tests.support.operator import RunningOperator
@@ -30,7 +30,6 @@ CHART = REPO / "charts" / "odoo-upgrade-operator"
 CRD = REPO / "crds" / "odooupgrades.upgrade.odoo-operator.io.yaml"
 RELEASE = "rbac-scoped"
 SERVICE_ACCOUNT = f"{RELEASE}-odoo-upgrade-operator"
-KUBECTL = Path(sys.executable).parent / "kubectl"
 CLUSTER_SCOPED_KINDS = (
     "ClusterRole",
     "ClusterRoleBinding",
@@ -214,14 +213,7 @@ def tenant_namespaces(cluster: LocalCluster) -> Iterator[dict[str, Namespace]]:
 
 def namespaced_install(operator_ns: str, watched: str) -> list[dict[str, Any]]:
     """`kubectl kustomize deploy/namespaced`, moved to the test's namespaces."""
-    rendered = subprocess.run(
-        [str(KUBECTL), "kustomize", str(REPO / "deploy" / "namespaced")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    text = json.dumps([doc for doc in yaml.safe_load_all(rendered) if doc])
+    text = json.dumps(kustomize(REPO / "deploy" / "namespaced"))
     text = text.replace(SHIPPED_NAMESPACE, operator_ns).replace(SHIPPED_WATCHED, watched)
     manifests: list[dict[str, Any]] = json.loads(text)
     return manifests
@@ -280,7 +272,9 @@ def test_operator_of_deploy_namespaced_upgrades_with_roles_only(
     tenant_operator: RunningOperator, tenant_namespaces: dict[str, Namespace], tmp_path: Path
 ) -> None:
     watched, unwatched = tenant_namespaces["watched"], tenant_namespaces["unwatched"]
-    emulator = RunningEmulator(data_dir=tmp_path / "emulator", process_seconds=1.0)
+    emulator = RunningEmulator(
+        data_dir=tmp_path / "emulator", port=take_port(), process_seconds=1.0
+    )
     try:
         upgrades = {}
         for ns in (watched, unwatched):

@@ -82,12 +82,12 @@ def elected(
     kube.run("wait", "--for=condition=Established", f"crd/{CRD.name.removesuffix('.yaml')}")
     started: list[RunningOperator] = []
 
-    def start(*allowed_urls: str, kubeconfig: Path | None = None) -> RunningOperator:
-        allow = [arg for url in allowed_urls for arg in ("--allowed-platform-url", url)]
+    def start(kubeconfig: Path | None = None) -> RunningOperator:
+        # RunningOperator allows the emulators' ports (tests/support/platform_ports.py).
         operator = RunningOperator(
             kubeconfig or Path(cluster.kubeconfig),
             tmp_path / f"operator-{len(started)}.log",
-            extra_args=["--leader-elect", "--leader-election-namespace", lease_namespace, *allow],
+            extra_args=["--leader-elect", "--leader-election-namespace", lease_namespace],
         )
         started.append(operator)
         # Live (the standby serves the liveness probe itself) whether it leads or not.
@@ -132,13 +132,13 @@ def test_standby_takes_over_a_killed_leader_and_never_creates_a_request_twice(
 ) -> None:
     # Slow processing and answers keep every upgrade in flight when the leader dies.
     emulator = start_emulator(process_seconds=8, latency=0.3)
-    leader = elected(emulator.url)
+    leader = elected()
     wait_until(
         lambda: holder(kube, lease_namespace) == identity_of(leader),
         timeout=30,
         what="the first operator to hold the Lease",
     )
-    standby = elected(emulator.url)
+    standby = elected()
     ns = make_namespace(cluster, kube, leader, standby)
     try:
         upgrades = apply_upgrades(ns, emulator, RESOURCES)
@@ -198,7 +198,7 @@ def test_a_standby_never_acts_while_another_holds_the_lease(
     renewer = threading.Thread(target=renew_until, args=(kube, lease_namespace, stop_renewing))
     renewer.start()
     try:
-        standby = elected(emulator.url)
+        standby = elected()
         ns = make_namespace(cluster, kube, standby)
         try:
             (upgrade,) = apply_upgrades(ns, emulator, 1)

@@ -326,7 +326,7 @@ def test_mover_job_policies_confine_the_operators_account_and_read_its_deploymen
 
 
 def test_chart_and_deploy_default_carry_the_same_mover_job_policies(helm: Path) -> None:
-    chart, kustomized = render(helm), kustomize_default()
+    chart, kustomized = render(helm), kustomize(REPO / "deploy" / "default")
     for suffix in ("-mover-jobs", "-mover-image"):
         ours = folded(by_name(chart, "ValidatingAdmissionPolicy", suffix)["spec"])
         theirs = folded(by_name(kustomized, "ValidatingAdmissionPolicy", suffix)["spec"])

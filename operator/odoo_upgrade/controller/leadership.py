@@ -39,7 +39,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from aiohttp import web
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.leaderelection.electionconfig import Config
@@ -270,28 +269,45 @@ class RenewalWatchdog:
 
 
 class StandbyLiveness:
-    """The liveness endpoint while kopf is not running yet (a standby is alive, and waits)."""
+    """The liveness endpoint while kopf is not running yet (a standby is alive, and waits).
 
-    def __init__(self, runner: web.AppRunner) -> None:
-        self._runner = runner
+    A minimal HTTP/1.1 responder (any GET answers 200): a probe needs nothing more, and kopf
+    takes the port over once leading.
+    """
+
+    BODY = b'{"leading": false}'
+
+    def __init__(self, server: asyncio.Server) -> None:
+        self._server = server
 
     @classmethod
     async def serve(cls, endpoint: str) -> StandbyLiveness:
         parts = urllib.parse.urlsplit(endpoint)
-        app = web.Application()
-
-        async def alive(_: web.Request) -> web.Response:
-            return web.json_response({"leading": False})
-
-        app.router.add_get(parts.path or "/", alive)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
         # The same host and port kopf binds once leading (its defaults: localhost, 80).
-        await web.TCPSite(runner, parts.hostname or "localhost", parts.port or 80).start()
-        return cls(runner)
+        server = await asyncio.start_server(
+            cls._answer, parts.hostname or "localhost", parts.port or 80, reuse_address=True
+        )
+        return cls(server)
+
+    @classmethod
+    async def _answer(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            # The request line and headers; a probe sends no body.
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(cls.BODY)}\r\nConnection: close\r\n\r\n".encode()
+                + cls.BODY
+            )
+            await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
 
     async def close(self) -> None:
-        await self._runner.cleanup()
+        self._server.close()
+        await self._server.wait_closed()
 
 
 # -- running as the leader ------------------------------------------------------------------------
