@@ -77,7 +77,7 @@ class ScaleResult:
     seconds_slowest_in_batch: float = 0.0
     seconds_median_in_batch: float = 0.0
     failed: int = 0
-    poll_interval_seconds: float = 1.0
+    poll_interval_seconds: float = 5.0
     process_seconds: float = 2.0
     dump_bytes: int = 0
     calls_per_resource: dict[str, float] = field(default_factory=dict)
@@ -103,8 +103,8 @@ def parse_duration(text: str) -> float:
 
 
 def go_duration(seconds: float) -> str:
-    """The CRD's pollInterval shape (`^([0-9]+h)?([0-9]+m)?([0-9]+s)?$`), at least 1s."""
-    whole = max(1, round(seconds))
+    """The CRD's pollInterval shape (`^([0-9]+h)?([0-9]+m)?([0-9]+s)?$`), at least 5s."""
+    whole = max(5, round(seconds))
     minutes, secs = divmod(whole, 60)
     return (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs or not minutes else "")
 

@@ -183,7 +183,7 @@ patches:
     patch: |-
       - op: replace
         path: /spec/platform
-        value: {url: "$EMULATOR_URL", pollInterval: 2s}
+        value: {url: "$EMULATOR_URL", pollInterval: 5s}
   - target: {kind: Secret, name: odoo-contract}
     patch: |-
       - op: replace

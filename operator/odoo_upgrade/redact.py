@@ -86,22 +86,47 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_info:
+            if not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            # Formatters that format exc_info again (python-json-logger's, kopf's JSON logs)
+            # would print the traceback unredacted: leave them only the redacted text.
+            record.exc_info = None
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         record.msg = redact(message)
         record.args = None
         return True
 
 
+class RedactingFormatter(logging.Formatter):
+    """Wraps a handler's formatter and redacts what it produced (JSON fields and extras too)."""
+
+    def __init__(self, inner: logging.Formatter | None = None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
+
+
 def install_log_redaction(logger: logging.Logger | None = None) -> None:
-    """Attach the redacting filter to every handler of `logger` (default: the root logger)."""
+    """Redact every record the handlers of `logger` (default: the root logger) emit.
+
+    Each handler gets the redacting filter (message, arguments, traceback) and its formatter is
+    wrapped so that whatever it writes passes `redact()` once more. Install it after the
+    handlers exist (after `kopf.configure`); kopf's Event poster is the handler of
+    `kopf.objects`.
+    """
     target = logger or logging.getLogger()
     filt = RedactingFilter()
     for handler in target.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(filt)
+        if not isinstance(handler.formatter, RedactingFormatter):
+            handler.setFormatter(RedactingFormatter(handler.formatter))
 
 
 # Libraries that log request URLs (httpx logs each one at INFO, query string and all).

@@ -120,6 +120,40 @@ BAD_SPECS = [
         "spec.destination.format",
     ),
     BadSpec("transport unknown", setting("ftp", "transport"), "spec.transport"),
+    # Faster than Odoo's own script polls the platform, or no interval at all.
+    BadSpec(
+        "poll interval 1s", setting("1s", "platform", "pollInterval"), "spec.platform.pollInterval"
+    ),
+    BadSpec(
+        "poll interval 4s", setting("4s", "platform", "pollInterval"), "spec.platform.pollInterval"
+    ),
+    BadSpec(
+        "poll interval 0s", setting("0s", "platform", "pollInterval"), "spec.platform.pollInterval"
+    ),
+    BadSpec(
+        "poll interval empty", setting("", "platform", "pollInterval"), "spec.platform.pollInterval"
+    ),
+    # A directory is not a dump.
+    BadSpec("source path dot", setting(".", "source", "path"), "spec.source.path"),
+    BadSpec("source path empty", setting("", "source", "path"), "spec.source.path"),
+    BadSpec("source path trailing slash", setting("dumps/", "source", "path"), "spec.source.path"),
+    BadSpec("source path ends in dot", setting("dumps/.", "source", "path"), "spec.source.path"),
+    BadSpec("destination path dot", setting(".", "destination", "path"), "spec.destination.path"),
+    BadSpec("destination path empty", setting("", "destination", "path"), "spec.destination.path"),
+    BadSpec(
+        "destination path trailing slash",
+        setting("upgraded/", "destination", "path"),
+        "spec.destination.path",
+    ),
+]
+
+# Edge values that must stay accepted (the refusals above are not broader than meant).
+GOOD_EDGES = [
+    ("poll interval 5s", setting("5s", "platform", "pollInterval")),
+    ("poll interval 1m", setting("1m", "platform", "pollInterval")),
+    ("poll interval 1m1s", setting("1m1s", "platform", "pollInterval")),
+    ("dots inside a name", setting("dumps/acme..v1.dump", "source", "path")),
+    ("hidden file", setting("upgraded/.acme.dump", "destination", "path")),
 ]
 
 
@@ -157,6 +191,19 @@ def test_the_valid_spec_is_accepted(crd: None, cluster: Any, namespace: str) -> 
         "-n", namespace, "apply", "-f", "-", input=manifest("valid", valid_spec()), check=False
     )
     assert created.returncode == 0, created.stderr
+
+
+@pytest.mark.parametrize(("case", "mutate"), GOOD_EDGES, ids=[case for case, _ in GOOD_EDGES])
+def test_edge_values_are_accepted(
+    crd: None, cluster: Any, namespace: str, case: str, mutate: Callable[[Spec], None]
+) -> None:
+    spec = copy.deepcopy(valid_spec())
+    mutate(spec)
+    name = "good-" + "-".join(case.split()).lower()
+    created = cluster.kubectl(
+        "-n", namespace, "apply", "-f", "-", input=manifest(name, spec), check=False
+    )
+    assert created.returncode == 0, f"{case}: {created.stderr}"
 
 
 @pytest.mark.parametrize("bad", BAD_SPECS, ids=[b.case for b in BAD_SPECS])

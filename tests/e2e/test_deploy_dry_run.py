@@ -90,9 +90,32 @@ def test_kustomize_install_passes_a_server_side_dry_run(
         "serviceaccount/odoo-upgrade-operator",
         "clusterrole.rbac.authorization.k8s.io/odoo-upgrade-operator",
         "clusterrolebinding.rbac.authorization.k8s.io/odoo-upgrade-operator",
+        "role.rbac.authorization.k8s.io/odoo-upgrade-operator-leader-election",
+        "rolebinding.rbac.authorization.k8s.io/odoo-upgrade-operator-leader-election",
         "deployment.apps/odoo-upgrade-operator",
+        "poddisruptionbudget.policy/odoo-upgrade-operator",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/odoo-upgrade-operator-mover-jobs",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/odoo-upgrade-operator-mover-image",
+        "validatingadmissionpolicybinding.admissionregistration.k8s.io/"
+        "odoo-upgrade-operator-mover-image",
     ):
         assert expected in applied
+
+
+def test_namespaced_install_passes_a_server_side_dry_run(
+    cluster: LocalCluster, install_namespace: str
+) -> None:
+    # The namespace deploy/namespaced watches as shipped must exist (it is the tenant's).
+    cluster.kubectl("create", "namespace", "odoo-apps", check=False)
+    try:
+        done = cluster.kubectl(
+            "apply", "--dry-run=server", "-k", str(REPO / "deploy" / "namespaced"), check=False
+        )
+    finally:
+        cluster.kubectl("delete", "namespace", "odoo-apps", "--wait=false", check=False)
+    assert done.returncode == 0, done.stderr
+    assert "role.rbac.authorization.k8s.io/odoo-upgrade-operator" in done.stdout
+    assert "clusterrolebinding" not in done.stdout
 
 
 def test_operator_pod_is_admitted_under_the_restricted_pod_security_standard(
@@ -145,6 +168,21 @@ def test_chart_with_default_values_passes_a_server_side_dry_run(
                 "jsonLogs": False,
             },
             id="rbac-off-existing-account-no-metrics",
+        ),
+        pytest.param(
+            {
+                "replicaCount": 1,
+                "leaderElection": {"enabled": False},
+                "moverJobPolicy": {"enabled": False},
+                "allowedPlatformUrls": ["https://upgrade.odoo.com", "https://proxy.example/odoo"],
+                "mover": {
+                    "maxRetries": 3,
+                    "activeDeadlineSeconds": 3600,
+                    "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}},
+                },
+                "databaseImage": "registry.example/odoo-pg:16",
+            },
+            id="one-replica-no-policy-mover-settings",
         ),
     ],
 )

@@ -108,6 +108,10 @@ class RunningOperator:
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def returncode(self) -> int | None:
+        """The exit status once the process has exited (negative: killed by that signal)."""
+        return self._process.poll() if self._process is not None else None
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, no last status patch — what a node failure does."""
         if self._process is None:

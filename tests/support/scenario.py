@@ -114,7 +114,7 @@ def upgrade_manifest(
     claim: str = "odoo-backups",
     contract_secret: str = "odoo-contract",  # noqa: S107 - a Secret name, not a secret
     destination_format: str = "archive",
-    poll_interval: str = "1s",
+    poll_interval: str = "5s",  # the CRD's floor
 ) -> dict[str, Any]:
     """An `OdooUpgrade` in DESIGN.md §3's shape, pointed at `platform_url`."""
     return {

@@ -64,10 +64,17 @@ def test_go_style_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "0s", "60", "1d", "1.5s", "s"])
+@pytest.mark.parametrize("text", ["", "0s", "60", "1d", "1.5s", "s", "1s", "4s"])
 def test_bad_durations_name_the_field(text: str) -> None:
     with pytest.raises(SpecError, match=r"spec\.platform\.pollInterval"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["1s", "4s"])
+def test_poll_interval_is_at_least_the_interval_of_odoos_own_script(text: str) -> None:
+    with pytest.raises(SpecError, match=r"spec\.platform\.pollInterval: must be at least 5s"):
+        parse_spec(minimal(platform={"pollInterval": text}))
+    assert parse_spec(minimal(platform={"pollInterval": "5s"})).poll_interval == 5.0
 
 
 @pytest.mark.parametrize(
@@ -89,6 +96,18 @@ def test_bad_durations_name_the_field(text: str) -> None:
         ),
         ({"destination": {"claimName": "c", "path": "/x"}}, "spec.destination.path"),
         ({"destination": {"claimName": "c", "path": ".."}}, "spec.destination.path"),
+        ({"source": {"claimName": "c", "path": "."}}, "spec.source.path: must name a file"),
+        ({"source": {"claimName": "c", "path": "dumps/"}}, "spec.source.path: must name a file"),
+        ({"source": {"claimName": "c", "path": ""}}, "spec.source.path"),
+        (
+            {"destination": {"claimName": "c", "path": "upgraded/"}},
+            "spec.destination.path: must name a file",
+        ),
+        (
+            {"destination": {"claimName": "c", "path": "upgraded/."}},
+            "spec.destination.path: must name a file",
+        ),
+        ({"destination": {"claimName": "c", "path": "./"}}, "spec.destination.path"),
         (
             {"destination": {"claimName": "c", "path": "x", "format": "zip"}},
             "spec.destination.format",

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from odoo_upgrade.controller import conditions as cond
+from odoo_upgrade.controller.spec import MIN_POLL_INTERVAL
 from odoo_upgrade.controller.status import downloaded_status, platform_status, uploaded_status
 from odoo_upgrade.platform import Failure, UpgradeRequest
 from odoo_upgrade.platform.v1 import public_status
@@ -100,6 +101,18 @@ def test_paths_are_checked_relative_and_without_dotdot(crd: dict[str, Any]) -> N
         rules = [r["rule"] for r in props[side]["properties"]["path"]["x-kubernetes-validations"]]
         assert any("startsWith('/')" in r for r in rules)
         assert any("[.][.]" in r for r in rules)
+        # A directory is no dump: ".", "dumps/" and "dumps/." are refused (empty by minLength).
+        assert any("endsWith('/')" in r and "self != '.'" in r for r in rules)
+        assert props[side]["properties"]["path"]["minLength"] == 1
+
+
+def test_poll_interval_is_at_least_the_interval_of_odoos_own_script(crd: dict[str, Any]) -> None:
+    poll = schema(crd)["properties"]["spec"]["properties"]["platform"]["properties"]["pollInterval"]
+    (rule,) = poll["x-kubernetes-validations"]
+    assert "duration(self) >= duration('5s')" in " ".join(rule["rule"].split())
+    assert "self != ''" in rule["rule"]
+    assert "5s" in rule["message"]
+    assert MIN_POLL_INTERVAL == 5.0  # the same floor as the operator's own check of the spec
 
 
 def test_request_defining_fields_are_immutable_once_the_request_exists(

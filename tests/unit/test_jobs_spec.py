@@ -26,7 +26,7 @@ SPEC = parse_spec(
         "source": {"claimName": "odoo-backups", "path": "dumps/acme.dump"},
         "destination": {"claimName": "odoo-out", "path": "upgraded/acme-18.dump", "format": "sql"},
         "transport": "https",
-        "platform": {"url": "http://127.0.0.1:8069", "pollInterval": "1s"},
+        "platform": {"url": "http://127.0.0.1:8069", "pollInterval": "5s"},
     }
 )
 

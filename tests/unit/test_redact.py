@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 
 import pytest
 
-from odoo_upgrade.redact import MASK, redact, redact_library_loggers, register_secret
+from odoo_upgrade.redact import (
+    MASK,
+    RedactingFilter,
+    RedactingFormatter,
+    install_log_redaction,
+    redact,
+    redact_library_loggers,
+    register_secret,
+)
 
 
 def test_key_bearing_platform_urls_are_masked() -> None:
@@ -51,3 +61,78 @@ def test_httpx_request_log_lines_are_redacted_at_the_source(
         )
     assert "SeCrEt123" not in caplog.text
     assert "key=***" in caplog.text
+
+
+def kopf_handler(log_format: str) -> tuple[logging.Handler, io.StringIO]:
+    """A stream handler with the formatter `kopf.configure` installs for `--json-logs` or not."""
+    from kopf._core.actions.loggers import LogFormat, make_formatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        make_formatter(
+            log_format=LogFormat.JSON if log_format == "json" else LogFormat.FULL,
+            log_prefix=log_format != "json",
+        )
+    )
+    return handler, stream
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_tracebacks_are_redacted_in_text_and_json_logs(log_format: str) -> None:
+    secret = "Contract-Ref-7f3a9c2e41"
+    register_secret(secret)
+    logger = logging.getLogger(f"test.redact.traceback.{log_format}")
+    logger.propagate = False
+    handler, stream = kopf_handler(log_format)
+    logger.addHandler(handler)
+    install_log_redaction(logger)
+    try:
+        try:
+            raise RuntimeError(f"the platform refused contract {secret}")
+        except RuntimeError:
+            logger.exception("Handler 'flow' failed with an exception. Will retry.")
+        logger.error("plain %s line", secret, stack_info=True)
+    finally:
+        logger.removeHandler(handler)
+    output = stream.getvalue()
+    assert secret not in output
+    # The traceback is still there, redacted: the failure remains diagnosable.
+    assert "RuntimeError: the platform refused contract ***" in (
+        output if log_format == "text" else json.loads(output.splitlines()[0])["exc_info"]
+    )
+    if log_format == "json":
+        lines = [json.loads(line) for line in output.splitlines()]
+        assert lines[1]["message"] == "plain *** line"
+        assert "stack_info" in lines[1]
+
+
+def test_json_extras_are_redacted_too() -> None:
+    secret = "Extra-Field-Secret-99"
+    register_secret(secret)
+    logger = logging.getLogger("test.redact.extras")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler, stream = kopf_handler("json")
+    logger.addHandler(handler)
+    install_log_redaction(logger)
+    try:
+        logger.info("request created", extra={"detail": f"key is {secret}"})
+    finally:
+        logger.removeHandler(handler)
+    (line,) = stream.getvalue().splitlines()
+    assert json.loads(line)["detail"] == "key is ***"
+
+
+def test_installing_twice_redacts_once() -> None:
+    logger = logging.getLogger("test.redact.twice")
+    handler, _ = kopf_handler("text")
+    logger.addHandler(handler)
+    try:
+        install_log_redaction(logger)
+        install_log_redaction(logger)
+        assert len([f for f in handler.filters if isinstance(f, RedactingFilter)]) == 1
+        assert isinstance(handler.formatter, RedactingFormatter)
+        assert not isinstance(handler.formatter.inner, RedactingFormatter)
+    finally:
+        logger.removeHandler(handler)

@@ -23,6 +23,7 @@ PLURAL = "odooupgrades"
 KIND = "OdooUpgrade"
 
 DEFAULT_POLL_INTERVAL = 60.0
+MIN_POLL_INTERVAL = 5.0
 AIMS = ("test", "production")
 FORMATS = tuple(f.value for f in UpgradedFormat)
 TRANSPORTS = ("auto", "https", "sftp")
@@ -41,8 +42,14 @@ class SpecError(ValueError):
         super().__init__(f"spec.{field}: {problem}")
 
 
-def parse_duration(text: str, *, field: str = "platform.pollInterval") -> float:
-    """Seconds of a Go-style duration limited to h/m/s ("30s", "2m", "1m30s", "1h")."""
+def parse_duration(
+    text: str, *, field: str = "platform.pollInterval", minimum: float = MIN_POLL_INTERVAL
+) -> float:
+    """Seconds of a Go-style duration limited to h/m/s ("30s", "2m", "1m30s", "1h").
+
+    At least `minimum` seconds: the default is pollInterval's floor, the interval of Odoo's own
+    upgrade script (the CRD checks the same).
+    """
     match = _DURATION.match(text.strip())
     if not text.strip() or match is None:
         raise SpecError(field, f'expected a duration such as "30s", "2m" or "1m30s", got {text!r}')
@@ -50,17 +57,21 @@ def parse_duration(text: str, *, field: str = "platform.pollInterval") -> float:
     total = hours * 3600 + minutes * 60 + seconds
     if total <= 0:
         raise SpecError(field, f"must be longer than zero, got {text!r}")
+    if total < minimum:
+        raise SpecError(field, f"must be at least {minimum:g}s, got {text!r}")
     return float(total)
 
 
 def check_relative_path(path: str, field: str) -> str:
-    """`path` if it stays inside its volume: relative and without `..` segments."""
+    """`path` if it names a file inside its volume: relative, without `..`, not a directory."""
     if not path:
         raise SpecError(field, "must not be empty")
     if path.startswith("/"):
         raise SpecError(field, f'must be a relative path (no leading "/"), got {path!r}')
     if ".." in path.split("/"):
         raise SpecError(field, f'must not contain ".." path segments, got {path!r}')
+    if path == "." or path.endswith(("/", "/.")):
+        raise SpecError(field, f'must name a file (not "." and not ending in "/"), got {path!r}')
     return path
 
 
