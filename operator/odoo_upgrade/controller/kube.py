@@ -17,9 +17,9 @@ Calls made by kopf on the operator's behalf:
     apiextensions.k8s.io      customresourcedefinitions  list, watch (resource discovery)
     ""                        namespaces            list, watch (only with namespace patterns)
     ""  and events.k8s.io     events                create (kopf.event)
-    coordination.k8s.io       leases                get, create, update (--leader-elect, made by
-                                                    controller/leadership.py; kopf runs --standalone,
-                                                    no peering resources)
+    coordination.k8s.io       leases                get, create, update (--leader-elect, made
+                                                    by controller/leadership.py; kopf runs
+                                                    --standalone: no peering resources)
 """
 
 from __future__ import annotations
