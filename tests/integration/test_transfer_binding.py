@@ -29,6 +29,7 @@ from odoo_upgrade.transfer import (
     HostKeyCheck,
     SshKeyPair,
     TransferResult,
+    TransferUnavailable,
     download_https,
     download_sftp,
     generate_ssh_keypair,
@@ -60,37 +61,44 @@ class Exchange:
 
 
 class RecordingProxy:
-    """A plain-HTTP proxy (set as HTTP_PROXY) that forwards GETs and records each exchange;
-    optionally it stops relaying the first body after `stall_after` bytes until closed."""
+    """A plain-HTTP proxy (set as HTTP_PROXY) that forwards GETs and records each exchange.
 
-    def __init__(self, stall_after: int | None = None) -> None:
+    With `cut_after`, it cuts the first answer after that many body bytes and answers 503 to
+    every later request: the download gives up and leaves its part, as a killed mover would.
+    """
+
+    def __init__(self, cut_after: int | None = None) -> None:
         self.exchanges: list[Exchange] = []
-        self.stall_after = stall_after
-        self.stalled = threading.Event()
-        self._closing = threading.Event()
+        self.cut_after = cut_after
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                target = urlsplit(self.path)
-                upstream = http.client.HTTPConnection(target.hostname or "", target.port or 80)
                 forwarded = {
                     name: value
                     for name in ("Range", "If-Range", "Accept-Encoding")
                     if (value := self.headers.get(name)) is not None
                 }
+                if proxy.cut_after is not None and proxy.exchanges:
+                    proxy.exchanges.append(Exchange(forwarded.get("Range"), None, 503, None, 0))
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                target = urlsplit(self.path)
+                upstream = http.client.HTTPConnection(target.hostname or "", target.port or 80)
                 path = target.path + (f"?{target.query}" if target.query else "")
                 upstream.request("GET", path, headers=forwarded)
                 answer = upstream.getresponse()
                 body = answer.read()
-                stall = proxy.stall_after is not None and not proxy.exchanges
+                body_sent = body if proxy.cut_after is None else body[: proxy.cut_after]
                 proxy.exchanges.append(
                     Exchange(
                         forwarded.get("Range"),
                         forwarded.get("If-Range"),
                         answer.status,
                         answer.getheader("ETag"),
-                        min(len(body), proxy.stall_after) if stall else len(body),  # type: ignore[type-var]
+                        len(body_sent),
                     )
                 )
                 self.send_response(answer.status)
@@ -98,13 +106,8 @@ class RecordingProxy:
                     if name.lower() not in ("connection", "transfer-encoding", "date", "server"):
                         self.send_header(name, value)
                 self.end_headers()
-                if stall:
-                    self.wfile.write(body[: proxy.stall_after])
-                    self.wfile.flush()
-                    proxy.stalled.set()
-                    proxy._closing.wait(30)
-                    return
-                self.wfile.write(body)
+                self.wfile.write(body_sent)
+                self.close_connection = True
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
@@ -115,7 +118,6 @@ class RecordingProxy:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
-        self._closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -124,8 +126,8 @@ class RecordingProxy:
 def use_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., RecordingProxy]]:
     proxies: list[RecordingProxy] = []
 
-    def use(stall_after: int | None = None) -> RecordingProxy:
-        proxy = RecordingProxy(stall_after)
+    def use(cut_after: int | None = None) -> RecordingProxy:
+        proxy = RecordingProxy(cut_after)
         proxies.append(proxy)
         for name in ("NO_PROXY", "no_proxy", "http_proxy", "HTTPS_PROXY", "https_proxy"):
             monkeypatch.delenv(name, raising=False)
@@ -148,12 +150,9 @@ async def done_request(emulator: RunningEmulator, tmp_path: Path) -> dict[str, o
 async def interrupted_download(
     url: str, dest: Path, binding: DownloadBinding, proxy: RecordingProxy
 ) -> int:
-    """A bound download cancelled midway (as a killed mover): the size of the part it left."""
-    task = asyncio.ensure_future(download_https(url, dest, retry=FAST, binding=binding))
-    assert await asyncio.to_thread(proxy.stalled.wait, 30)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    """A bound download cut midway that gave up (as a killed mover): the part's size."""
+    with pytest.raises(TransferUnavailable):
+        await download_https(url, dest, retry=FAST, binding=binding)
     kept = part_path(dest).stat().st_size
     assert 0 < kept < DUMP_SIZE and origin_path(dest).exists()
     return kept
@@ -191,7 +190,8 @@ async def test_a_part_of_another_request_is_discarded(
     url = str(request["upgraded_dump_url"])
     expected = emulator.upgraded_bytes(int(str(request["id"])))
     dest = tmp_path / "upgraded.zip"
-    await interrupted_download(url, dest, DownloadBinding("another-request"), use_proxy(1000))
+    cut = use_proxy(cut_after=1000)
+    await interrupted_download(url, dest, DownloadBinding("another-request"), cut)
     proxy = use_proxy()
     await download_https(url, dest, retry=FAST, binding=DownloadBinding(str(request["id"])))
     assert dest.read_bytes() == expected
@@ -206,7 +206,7 @@ async def test_a_part_of_another_remote_file_is_discarded(
     original_url = upgraded_url.replace("/upgraded/archive", "/original/archive")
     binding = DownloadBinding(str(request["id"]))
     dest = tmp_path / "upgraded.zip"
-    await interrupted_download(original_url, dest, binding, use_proxy(1000))
+    await interrupted_download(original_url, dest, binding, use_proxy(cut_after=1000))
     proxy = use_proxy()
     await download_https(upgraded_url, dest, retry=FAST, binding=binding)
     assert dest.read_bytes() == emulator.upgraded_bytes(int(str(request["id"])))
@@ -221,7 +221,7 @@ async def test_a_part_of_the_same_request_resumes_with_if_range(
     expected = emulator.upgraded_bytes(int(str(request["id"])))
     binding = DownloadBinding(str(request["id"]))
     dest = tmp_path / "upgraded.zip"
-    first = use_proxy(stall_after=100_000)
+    first = use_proxy(cut_after=100_000)
     kept = await interrupted_download(url, dest, binding, first)
     etag = first.exchanges[0].etag
     assert etag
@@ -240,7 +240,7 @@ async def test_a_changed_remote_file_restarts_the_download_from_byte_zero(
     url = str(request["upgraded_dump_url"])
     binding = DownloadBinding(str(request["id"]))
     dest = tmp_path / "upgraded.zip"
-    first = use_proxy(stall_after=100_000)
+    first = use_proxy(cut_after=100_000)
     kept = await interrupted_download(url, dest, binding, first)
     # The platform's file changes under the same URL (same size: only the validator tells).
     archive = emulator.upgraded_path(int(str(request["id"])))
@@ -321,9 +321,10 @@ async def test_a_destination_written_by_another_request_is_refused_untouched(
     with pytest.raises(DestinationExists):
         await download_https(url, dest, retry=FAST, binding=DownloadBinding(str(request["id"])))
     assert (dest.read_bytes(), checksum_path(dest).read_text()) == before
-    assert await asyncio.to_thread(
-        published_download, dest, DownloadBinding(str(request["id"]))
-    ) is None
+    assert (
+        await asyncio.to_thread(published_download, dest, DownloadBinding(str(request["id"])))
+        is None
+    )
 
 
 # -- SFTP: bound to the request, the remote file name, its size and mtime ----------------------
@@ -384,9 +385,7 @@ async def sftp_part_left_by_a_crash(
     return emulator, request, access, pair, dest
 
 
-async def test_sftp_a_foreign_part_is_discarded(
-    emulator: RunningEmulator, tmp_path: Path
-) -> None:
+async def test_sftp_a_foreign_part_is_discarded(emulator: RunningEmulator, tmp_path: Path) -> None:
     request = await done_request(emulator, tmp_path)
     pair = generate_ssh_keypair()
     access = await sftp_access(emulator, request, pair)
@@ -414,9 +413,7 @@ async def test_sftp_a_part_of_another_request_is_discarded(
 async def test_sftp_a_part_of_the_same_request_is_continued(
     make_emulator: Callable[..., RunningEmulator], tmp_path: Path
 ) -> None:
-    emulator, request, access, pair, dest = await sftp_part_left_by_a_crash(
-        make_emulator, tmp_path
-    )
+    emulator, request, access, pair, dest = await sftp_part_left_by_a_crash(make_emulator, tmp_path)
     kept = part_path(dest).stat().st_size
     part_path(dest).write_bytes(b"Z" * kept)  # a marked prefix shows it was continued
     binding = DownloadBinding(str(request["id"]))
@@ -429,9 +426,7 @@ async def test_sftp_a_part_of_the_same_request_is_continued(
 async def test_sftp_a_changed_remote_file_restarts_from_byte_zero(
     make_emulator: Callable[..., RunningEmulator], tmp_path: Path
 ) -> None:
-    emulator, request, access, pair, dest = await sftp_part_left_by_a_crash(
-        make_emulator, tmp_path
-    )
+    emulator, request, access, pair, dest = await sftp_part_left_by_a_crash(make_emulator, tmp_path)
     archive = emulator.upgraded_path(int(str(request["id"])))
     changed = bytes(b ^ 0xFF for b in archive.read_bytes())
     before = archive.stat().st_mtime_ns

@@ -2,11 +2,17 @@
 
 The part file survives a crash so that a rerun resumes it (its content is re-hashed, so the
 sha256 covers the whole file). The final name is taken with `os.link`, which fails if the
-name exists: a destination that appeared meanwhile is never clobbered.
+name exists: a destination that appeared meanwhile is never clobbered, and neither is a
+`<name>.sha256` this download did not write.
+
+Given a `DownloadBinding`, a part is resumed only when its origin (`binding.py`) names the
+same request and source, and a receipt written before the rename lets `published_download`
+recognise the file after a crash.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -14,7 +20,19 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
+from odoo_upgrade.transfer.binding import (
+    DownloadBinding,
+    PartOrigin,
+    Receipt,
+    clear_origin,
+    read_origin,
+    read_receipt,
+    source_digest,
+    write_origin,
+    write_receipt,
+)
 from odoo_upgrade.transfer.errors import DestinationExists, SizeMismatch, TransferError
+from odoo_upgrade.transfer.results import TransferResult
 
 HASH_BLOCK = 4 * 1024 * 1024
 
@@ -34,11 +52,13 @@ def checksum_line(sha256_hex: str, name: str) -> str:
 
 
 def refuse_existing(destination: Path) -> None:
-    if os.path.lexists(destination):
-        raise DestinationExists(
-            f"destination {destination} exists already; downloads never overwrite a file "
-            "(move it away or choose another path)"
-        )
+    """Refuse a destination, or a checksum file beside it, that exists already."""
+    for path in (destination, checksum_path(destination)):
+        if os.path.lexists(path):
+            raise DestinationExists(
+                f"destination {path} exists already; downloads never overwrite a file "
+                "(move it away or choose another path)"
+            )
 
 
 def fsync_directory(directory: Path) -> None:
@@ -75,31 +95,86 @@ def _claim_name(source: Path, destination: Path) -> None:
 
 
 def write_checksum_file(destination: Path, sha256_hex: str) -> Path:
-    """Write `<destination>.sha256` atomically (temp file, fsync, rename, fsync directory)."""
+    """Write `<destination>.sha256` atomically (temp file, fsync, link, fsync directory).
+
+    An existing checksum file is kept if it says the same, and never replaced otherwise
+    (`DestinationExists`); only an empty one, left by a crash mid-claim, is filled in.
+    """
     final = checksum_path(destination)
+    line = checksum_line(sha256_hex, destination.name)
+    if _holds(final, line):
+        return final
     temp = final.with_name(f".{final.name}.part")
     with open(temp, "w", encoding="utf-8") as out:
-        out.write(checksum_line(sha256_hex, destination.name))
+        out.write(line)
         out.flush()
         os.fsync(out.fileno())
-    os.replace(temp, final)
+    try:
+        _claim_name(temp, final)
+    except DestinationExists:
+        temp.unlink(missing_ok=True)
+        if not _holds(final, line):
+            raise DestinationExists(
+                f"{final} exists already with another checksum; it was left untouched "
+                f"(move it away: it does not describe {destination.name})"
+            ) from None
     fsync_directory(final.parent)
     return final
 
 
-class PartFile:
-    """An exclusively locked `.part` file being appended to, with the sha256 of its content."""
+def _holds(path: Path, text: str) -> bool:
+    """True if `path` says `text`; False if absent or empty; DestinationExists otherwise."""
+    try:
+        found = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return False
+    if found == text:
+        return True
+    if found == "" and path.is_file():
+        path.unlink()  # vouches for nothing: a crash between claiming the name and filling it
+        return False
+    raise DestinationExists(
+        f"{path} exists already with another checksum; it was left untouched "
+        f"(move it away: it does not describe {path.name.removesuffix('.sha256')})"
+    )
 
-    def __init__(self, destination: Path, file: BinaryIO) -> None:
+
+class PartFile:
+    """An exclusively locked `.part` file being appended to, with the sha256 of its content.
+
+    Bound (`binding` and `source` given), it keeps `origin` (what its bytes are) on disk
+    beside it, and `finish` leaves a receipt of what it published.
+    """
+
+    def __init__(
+        self,
+        destination: Path,
+        file: BinaryIO,
+        binding: DownloadBinding | None = None,
+        source: str = "",
+    ) -> None:
         self.destination = destination
         self.path = part_path(destination)
         self._file = file
         self.hasher = hashlib.sha256()
         self.size = 0
+        self.binding = binding
+        self.source = source
+        self.origin: PartOrigin | None = None
 
     @classmethod
-    def open(cls, destination: str | os.PathLike[str]) -> PartFile:
+    def open(
+        cls,
+        destination: str | os.PathLike[str],
+        *,
+        binding: DownloadBinding | None = None,
+        source: str = "",
+    ) -> PartFile:
         """Open (or resume) the part file of `destination`; refuse if the destination exists.
+
+        With a `binding`, an existing part is kept only if its recorded origin names the same
+        request and `source` (a URL or remote file name) and a validator; anything else is
+        discarded before a byte of it is read. Without one, any part is resumed.
 
         Blocking: re-hashes an existing part file. Raises `TransferError` if another process
         is downloading to the same destination.
@@ -116,9 +191,34 @@ class PartFile:
             raise TransferError(
                 f"another download to {dest} is in progress (its {part_path(dest).name} is locked)"
             ) from None
-        part = cls(dest, file)
+        part = cls(dest, file, binding, source)
+        if binding is not None:
+            origin = read_origin(dest)
+            if origin is not None and origin.continues(binding, source):
+                part.origin = origin
+            else:
+                part.restart()  # not provably this request's bytes of this file
         part._hash_existing()
         return part
+
+    def set_origin(self, origin: PartOrigin) -> None:
+        """Record what the part's bytes are, before the first byte of them is written."""
+        if self.binding is None:
+            return
+        if origin != self.origin:
+            write_origin(self.destination, origin)
+        self.origin = origin
+
+    def new_origin(self, size: int | None, validator: str) -> PartOrigin | None:
+        """The origin of this download's bytes from a server answer (None when unbound)."""
+        if self.binding is None:
+            return None
+        return PartOrigin(
+            request_id=str(self.binding.request_id),
+            source_sha256=source_digest(self.source),
+            size=size,
+            validator=validator,
+        )
 
     def _hash_existing(self) -> None:
         fd = self._file.fileno()
@@ -144,9 +244,15 @@ class PartFile:
         self._file.truncate(0)
         self.hasher = hashlib.sha256()
         self.size = 0
+        if self.binding is not None:
+            clear_origin(self.destination)  # after the truncate: never an origin for others' bytes
+            self.origin = None
 
-    def finish(self, expected_size: int | None) -> str:
-        """Check the size, fsync, publish under the final name, write `.sha256`; return hex."""
+    def finish(self, expected_size: int | None, *, attempts: int = 1) -> str:
+        """Check the size, fsync, publish under the final name, write `.sha256`; return hex.
+
+        Bound, a receipt (request, size, sha256, `attempts`) is written before the rename.
+        """
         self._file.flush()
         if expected_size is not None and self.size != expected_size:
             self.discard()
@@ -156,12 +262,25 @@ class PartFile:
             )
         os.fsync(self._file.fileno())
         digest = self.hasher.hexdigest()
+        if self.binding is not None:
+            write_receipt(
+                self.destination,
+                Receipt(
+                    request_id=str(self.binding.request_id),
+                    source_sha256=source_digest(self.source),
+                    bytes=self.size,
+                    sha256=digest,
+                    attempts=attempts,
+                ),
+            )
         try:
             _claim_name(self.path, self.destination)
         finally:
             self.close()
         fsync_directory(self.destination.parent)
         write_checksum_file(self.destination, digest)
+        if self.binding is not None:
+            clear_origin(self.destination)
         return digest
 
     def close(self) -> None:
@@ -173,3 +292,42 @@ class PartFile:
     def discard(self) -> None:
         self.close()
         self.path.unlink(missing_ok=True)
+        if self.binding is not None:
+            clear_origin(self.destination)
+
+
+def _file_sha256(path: Path) -> tuple[int, str]:
+    hasher = hashlib.sha256()
+    size = 0
+    with open(path, "rb", buffering=0) as file:
+        while block := file.read(HASH_BLOCK):
+            hasher.update(block)
+            size += len(block)
+    return size, hasher.hexdigest()
+
+
+def published_download(
+    destination: str | os.PathLike[str], binding: DownloadBinding
+) -> TransferResult | None:
+    """The result of a download of `binding`'s request already published at `destination`.
+
+    None unless the destination holds exactly the bytes (size and sha256, re-read now) that
+    this request's receipt records: then a missing `<destination>.sha256` is written and the
+    recorded result returned, so that an attempt after a crash between the rename and the
+    result succeeds. Raises `DestinationExists` if a `.sha256` beside it holds another
+    checksum (it is never replaced). Blocking: hashes the file.
+    """
+    dest = Path(destination)
+    receipt = read_receipt(dest)
+    if receipt is None or receipt.request_id != str(binding.request_id) or not dest.is_file():
+        return None
+    if _file_sha256(dest) != (receipt.bytes, receipt.sha256):
+        return None
+    write_checksum_file(dest, receipt.sha256)
+    part = part_path(dest)
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.samefile(part, dest):  # killed between taking the name and dropping the part's
+            part.unlink()
+    if not part.exists():
+        clear_origin(dest)
+    return TransferResult(bytes=receipt.bytes, sha256=receipt.sha256, attempts=receipt.attempts)

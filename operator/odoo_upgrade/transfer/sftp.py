@@ -18,15 +18,22 @@ import paramiko
 
 from odoo_upgrade.platform.models import SftpAccess
 from odoo_upgrade.platform.retry import RetryPolicy
+from odoo_upgrade.transfer.binding import DownloadBinding
 from odoo_upgrade.transfer.errors import (
     RemoteRefused,
     SizeMismatch,
     TransferError,
     TransferUnavailable,
 )
-from odoo_upgrade.transfer.part_file import PartFile
+from odoo_upgrade.transfer.part_file import PartFile, published_download
 from odoo_upgrade.transfer.results import ProgressCallback, TransferResult
-from odoo_upgrade.transfer.ssh_keys import HostKeyCheck, load_private_key, start_transport
+from odoo_upgrade.transfer.ssh_keys import (
+    BACKSTOP,
+    HostKeyCheck,
+    load_private_key,
+    start_transport,
+)
+from odoo_upgrade.transfer.ssh_timeouts import SshTimeouts, StepDeadline
 
 log = logging.getLogger("odoo_upgrade.transfer")
 
@@ -39,49 +46,95 @@ REQUEST_SIZE = 32 * 1024
 # Bytes of an SFTP write message around its data (length, type, id, handle, offset).
 WRITE_OVERHEAD = 64
 PREFETCH_REQUESTS = 64
-IO_TIMEOUT = 60.0
 BACKOFF = RetryPolicy(attempts=1_000, base_delay=0.5, max_delay=8.0)
+
+
+@contextlib.contextmanager
+def connect_sftp(
+    hostname: str,
+    port: int,
+    user: str,
+    pkey: paramiko.PKey,
+    host_key: HostKeyCheck,
+    *,
+    timeouts: SshTimeouts | None = None,
+    window_size: int = WINDOW_SIZE,
+    max_packet_size: int = MAX_PACKET_SIZE,
+) -> Iterator[tuple[paramiko.SFTPClient, HostKeyCheck]]:
+    """An authenticated SFTP client and the host key check to reconnect with.
+
+    Every step is bounded: TCP, banner, key exchange, authentication, channel, subsystem and
+    SFTP version within `timeouts.connect` each; then each request (and each wait for SSH
+    window) within `timeouts.operation`. A stall is a transient `TransferUnavailable`.
+    Raises `HostKeyMismatch` and `RemoteRefused` (key not accepted) as permanent failures.
+    """
+    bounds = timeouts or SshTimeouts()
+    where = f"{hostname}:{port}"
+    transport = start_transport(
+        hostname,
+        port,
+        pinned=host_key.pinned,
+        timeouts=bounds,
+        default_window_size=window_size,
+        default_max_packet_size=max_packet_size,
+    )
+    try:
+        try:
+            checked = host_key.verify(hostname, port, transport.get_remote_server_key())
+            try:
+                with StepDeadline(transport, bounds.connect, "authenticating", where):
+                    transport.auth_publickey(user, pkey)
+            except paramiko.AuthenticationException as exc:
+                if not transport.is_active():  # the connection dropped: not a refusal
+                    raise TransferUnavailable(
+                        f"SFTP server {where} closed the connection while authenticating ({exc})"
+                    ) from None
+                raise RemoteRefused(f"SFTP server {where} refused the key of user {user}") from None
+            with StepDeadline(transport, bounds.connect, "starting SFTP", where):
+                channel = transport.open_session(
+                    window_size=window_size,
+                    max_packet_size=max_packet_size,
+                    timeout=bounds.connect + BACKSTOP,
+                )
+                channel.settimeout(bounds.operation)
+                channel.invoke_subsystem("sftp")
+                sftp = paramiko.SFTPClient(channel)
+        except _DROPS as exc:
+            raise _classify(exc, f"SFTP session with {where}") from None
+        try:
+            yield sftp, checked
+        finally:
+            sftp.close()
+    finally:
+        transport.close()
 
 
 class _Session:
     """One authenticated SFTP connection; remembers the host key check for reconnections."""
 
-    def __init__(self, access: SftpAccess, pkey: paramiko.PKey, host_key: HostKeyCheck) -> None:
+    def __init__(
+        self,
+        access: SftpAccess,
+        pkey: paramiko.PKey,
+        host_key: HostKeyCheck,
+        timeouts: SshTimeouts | None,
+    ) -> None:
         self.access, self.pkey, self.host_key = access, pkey, host_key
+        self.timeouts = timeouts or SshTimeouts()
 
     @contextlib.contextmanager
     def open(self) -> Iterator[paramiko.SFTPClient]:
         access = self.access
-        transport = start_transport(
+        with connect_sftp(
             access.hostname,
             access.port,
-            pinned=self.host_key.pinned,
-            default_window_size=WINDOW_SIZE,
-            default_max_packet_size=MAX_PACKET_SIZE,
-        )
-        try:
-            self.host_key = self.host_key.verify(
-                access.hostname, access.port, transport.get_remote_server_key()
-            )
-            try:
-                transport.auth_publickey(access.user, self.pkey)
-            except paramiko.AuthenticationException:
-                raise RemoteRefused(
-                    f"SFTP server {access.hostname}:{access.port} refused the key of "
-                    f"user {access.user}"
-                ) from None
-            sftp = paramiko.SFTPClient.from_transport(
-                transport, window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE
-            )
-            if sftp is None:
-                raise TransferUnavailable("the SFTP subsystem could not be opened")
-            sftp.get_channel().settimeout(IO_TIMEOUT)  # type: ignore[union-attr]
-            try:
-                yield sftp
-            finally:
-                sftp.close()
-        finally:
-            transport.close()
+            access.user,
+            self.pkey,
+            self.host_key,
+            timeouts=self.timeouts,
+        ) as (sftp, checked):
+            self.host_key = checked
+            yield sftp
 
 
 def _classify(exc: BaseException, what: str) -> TransferError:
@@ -90,6 +143,8 @@ def _classify(exc: BaseException, what: str) -> TransferError:
         return exc
     if isinstance(exc, PermissionError | FileNotFoundError):
         return RemoteRefused(f"{what}: the SFTP server refused it ({exc})")
+    if isinstance(exc, TimeoutError):
+        return TransferUnavailable(f"{what}: the SFTP server stopped answering; timed out")
     return TransferUnavailable(f"{what}: connection lost ({type(exc).__name__}: {exc})")
 
 
@@ -164,6 +219,7 @@ def upload_sftp(
     host_key: HostKeyCheck,
     progress: ProgressCallback | None = None,
     max_attempts: int = 5,
+    timeouts: SshTimeouts | None = None,
 ) -> TransferResult:
     """Upload `path` as `access.shared_file`, resuming from the remote size after each drop.
 
@@ -175,7 +231,7 @@ def upload_sftp(
     size = source.stat().st_size
     with open(source, "rb"):
         pass  # unreadable source: the local OSError now, not a "server refused" later
-    session = _Session(access, load_private_key(private_key_pem), host_key)
+    session = _Session(access, load_private_key(private_key_pem), host_key, timeouts)
     local_hash = _LocalHash(source)
     name = access.shared_file
     reached = {"bytes": 0}
@@ -247,20 +303,36 @@ def download_sftp(
     host_key: HostKeyCheck,
     progress: ProgressCallback | None = None,
     max_attempts: int = 5,
+    timeouts: SshTimeouts | None = None,
+    binding: DownloadBinding | None = None,
 ) -> TransferResult:
     """Download `remote_name` to `destination` with resume; same atomic finish as HTTPS.
 
     Never overwrites an existing destination (`DestinationExists`); bytes go to
     `.<name>.part`, then size check, fsync, link under the final name, `<name>.sha256`.
+
+    With a `binding`, a part is continued only if it was written for the same request from
+    the same remote file name at the same size and mtime (else it starts at byte 0), and a
+    destination this request already published is recognised (`published_download`) and its
+    result returned instead of `DestinationExists`.
     """
-    session = _Session(access, load_private_key(private_key_pem), host_key)
-    part = PartFile.open(destination)
+    if binding is not None and (done := published_download(destination, binding)) is not None:
+        return done
+    session = _Session(access, load_private_key(private_key_pem), host_key, timeouts)
+    part = PartFile.open(destination, binding=binding, source=f"sftp:{remote_name}")
     total = {"bytes": 0}
 
     def attempt() -> None:
         with session.open() as sftp:
-            size = sftp.stat(remote_name).st_size or 0
+            attributes = sftp.stat(remote_name)
+            size = attributes.st_size or 0
             total["bytes"] = size
+            mtime = attributes.st_mtime
+            origin = part.new_origin(size, "" if mtime is None else f"size={size} mtime={mtime}")
+            if origin is not None:
+                if part.size and (origin != part.origin or not origin.validator):
+                    part.restart()  # another (or an unprovable) version: bytes do not continue
+                part.set_origin(origin)
             if part.size > size:
                 part.restart()
             if part.size < size:
@@ -270,7 +342,7 @@ def download_sftp(
         attempts = _with_resume(
             f"download of {remote_name}", max_attempts, attempt, lambda: part.size
         )
-        digest = part.finish(total["bytes"])
+        digest = part.finish(total["bytes"], attempts=attempts)
     finally:
         part.close()
     return TransferResult(bytes=total["bytes"], sha256=digest, attempts=attempts)
