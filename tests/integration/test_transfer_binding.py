@@ -450,3 +450,39 @@ async def test_sftp_a_finished_download_called_again_returns_the_same_result(
     again = await asyncio.to_thread(sftp_download, emulator, access, pair, dest, binding)
     assert again == first
     assert checksum_path(dest).read_text() == f"{first.sha256}  upgraded.zip\n"
+
+
+# -- the emulator's validators, as a web server gives them ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("if_range", "status"),
+    [
+        ("etag", 206),
+        ("last-modified", 206),
+        ('W/"weak"', 200),  # a weak tag never matches in If-Range
+        ('"another-version"', 200),
+        ("Thu, 01 Jan 1981 00:00:00 GMT", 200),
+    ],
+)
+async def test_the_emulator_honours_if_range_like_a_web_server(
+    emulator: RunningEmulator, tmp_path: Path, if_range: str, status: int
+) -> None:
+    request = await done_request(emulator, tmp_path)
+    target = urlsplit(str(request["upgraded_dump_url"]))
+    expected = emulator.upgraded_bytes(int(str(request["id"])))
+
+    def get(headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection(target.hostname or "", target.port)
+        connection.request("GET", target.path, headers=headers)
+        answer = connection.getresponse()
+        body = answer.read()
+        connection.close()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, body
+
+    _, first, _ = await asyncio.to_thread(get, {})
+    assert first["etag"].startswith('"') and first["last-modified"].endswith("GMT")
+    sent = first.get(if_range, if_range)
+    got, _, body = await asyncio.to_thread(get, {"Range": "bytes=100-", "If-Range": sent})
+    assert got == status
+    assert body == (expected[100:] if status == 206 else expected)
