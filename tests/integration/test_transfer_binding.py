@@ -139,9 +139,11 @@ def use_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Recordi
         proxy.close()
 
 
-async def done_request(emulator: RunningEmulator, tmp_path: Path) -> dict[str, object]:
+async def done_request(
+    emulator: RunningEmulator, tmp_path: Path, size: int = DUMP_SIZE
+) -> dict[str, object]:
     request = emulator.create_request()
-    dump = write_sample_dump(tmp_path / "source.dump", size=DUMP_SIZE)
+    dump = write_sample_dump(tmp_path / "source.dump", size=size)
     await upload_https(emulator.url, request["id"], request["key"], dump, retry=FAST)
     assert not emulator.api("process", request=request["id"], key=request["key"])["failures"]
     return emulator.wait_for_state(request["id"], request["key"], "done")
@@ -334,6 +336,17 @@ class Interrupted(Exception):
     """Raised from a progress callback: the download stops there, as if the mover died."""
 
 
+# Larger than what OpenSSH's sftp has in flight (a failed attempt keeps only settled bytes).
+SFTP_DUMP_SIZE = 6 * 1024 * 1024
+SFTP_DROP_AFTER = 4 * 1024 * 1024
+
+
+@pytest.fixture(params=["openssh", "paramiko"])
+def client(request: pytest.FixtureRequest) -> str:
+    """Which SFTP client moves the bytes (the control connection is paramiko's in both)."""
+    return str(request.param)
+
+
 async def sftp_access(
     emulator: RunningEmulator, request: dict[str, object], pair: SshKeyPair
 ) -> SftpAccess:
@@ -349,6 +362,7 @@ def sftp_download(
     pair: SshKeyPair,
     dest: Path,
     binding: DownloadBinding,
+    client: str,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> TransferResult:
     return download_sftp(
@@ -359,6 +373,7 @@ def sftp_download(
         host_key=HostKeyCheck(pinned=emulator.host_key_line()),
         binding=binding,
         progress=progress,
+        client=client,  # type: ignore[arg-type]
     )
 
 
@@ -368,86 +383,95 @@ def interrupt_after_some_bytes(done: int, total: int | None) -> None:
 
 
 async def sftp_part_left_by_a_crash(
-    make_emulator: Callable[..., RunningEmulator], tmp_path: Path, binding_id: str | None = None
+    make_emulator: Callable[..., RunningEmulator],
+    tmp_path: Path,
+    client: str,
+    binding_id: str | None = None,
 ) -> tuple[RunningEmulator, dict[str, object], SftpAccess, SshKeyPair, Path]:
     """A done request whose bound SFTP download was interrupted once bytes had arrived."""
-    emulator = make_emulator(process_seconds=0, drop_after_bytes=100_000)
-    request = await done_request(emulator, tmp_path)
+    emulator = make_emulator(process_seconds=0, drop_after_bytes=SFTP_DROP_AFTER)
+    request = await done_request(emulator, tmp_path, SFTP_DUMP_SIZE)
     pair = generate_ssh_keypair()
     access = await sftp_access(emulator, request, pair)
     dest = tmp_path / "upgraded.zip"
     binding = DownloadBinding(binding_id or str(request["id"]))
     with pytest.raises(Interrupted):
         await asyncio.to_thread(
-            sftp_download, emulator, access, pair, dest, binding, interrupt_after_some_bytes
+            sftp_download, emulator, access, pair, dest, binding, client, interrupt_after_some_bytes
         )
-    assert 0 < part_path(dest).stat().st_size < DUMP_SIZE and origin_path(dest).exists()
+    assert 0 < part_path(dest).stat().st_size < SFTP_DUMP_SIZE and origin_path(dest).exists()
     return emulator, request, access, pair, dest
 
 
-async def test_sftp_a_foreign_part_is_discarded(emulator: RunningEmulator, tmp_path: Path) -> None:
+async def test_sftp_a_foreign_part_is_discarded(
+    emulator: RunningEmulator, tmp_path: Path, client: str
+) -> None:
     request = await done_request(emulator, tmp_path)
     pair = generate_ssh_keypair()
     access = await sftp_access(emulator, request, pair)
     dest = tmp_path / "upgraded.zip"
     part_path(dest).write_bytes(b"Z" * 1000)
     binding = DownloadBinding(str(request["id"]))
-    result = await asyncio.to_thread(sftp_download, emulator, access, pair, dest, binding)
+    result = await asyncio.to_thread(sftp_download, emulator, access, pair, dest, binding, client)
     expected = emulator.upgraded_bytes(int(str(request["id"])))
     assert dest.read_bytes() == expected and result.sha256 == sha256(expected)
 
 
 async def test_sftp_a_part_of_another_request_is_discarded(
-    make_emulator: Callable[..., RunningEmulator], tmp_path: Path
+    make_emulator: Callable[..., RunningEmulator], tmp_path: Path, client: str
 ) -> None:
     emulator, request, access, pair, dest = await sftp_part_left_by_a_crash(
-        make_emulator, tmp_path, binding_id="another-request"
+        make_emulator, tmp_path, client, binding_id="another-request"
     )
     part = part_path(dest)
     part.write_bytes(b"Z" * part.stat().st_size)  # would show if it were continued
     binding = DownloadBinding(str(request["id"]))
-    await asyncio.to_thread(sftp_download, emulator, access, pair, dest, binding)
+    await asyncio.to_thread(sftp_download, emulator, access, pair, dest, binding, client)
     assert dest.read_bytes() == emulator.upgraded_bytes(int(str(request["id"])))
 
 
 async def test_sftp_a_part_of_the_same_request_is_continued(
-    make_emulator: Callable[..., RunningEmulator], tmp_path: Path
+    make_emulator: Callable[..., RunningEmulator], tmp_path: Path, client: str
 ) -> None:
-    emulator, request, access, pair, dest = await sftp_part_left_by_a_crash(make_emulator, tmp_path)
+    emulator, request, access, pair, dest = await sftp_part_left_by_a_crash(
+        make_emulator, tmp_path, client
+    )
     kept = part_path(dest).stat().st_size
     part_path(dest).write_bytes(b"Z" * kept)  # a marked prefix shows it was continued
     binding = DownloadBinding(str(request["id"]))
-    result = await asyncio.to_thread(sftp_download, emulator, access, pair, dest, binding)
+    result = await asyncio.to_thread(sftp_download, emulator, access, pair, dest, binding, client)
     expected = emulator.upgraded_bytes(int(str(request["id"])))
     assert dest.read_bytes() == b"Z" * kept + expected[kept:]
     assert result.sha256 == sha256(dest.read_bytes())
 
 
 async def test_sftp_a_changed_remote_file_restarts_from_byte_zero(
-    make_emulator: Callable[..., RunningEmulator], tmp_path: Path
+    make_emulator: Callable[..., RunningEmulator], tmp_path: Path, client: str
 ) -> None:
-    emulator, request, access, pair, dest = await sftp_part_left_by_a_crash(make_emulator, tmp_path)
+    emulator, request, access, pair, dest = await sftp_part_left_by_a_crash(
+        make_emulator, tmp_path, client
+    )
     archive = emulator.upgraded_path(int(str(request["id"])))
     changed = bytes(b ^ 0xFF for b in archive.read_bytes())
     before = archive.stat().st_mtime_ns
     archive.write_bytes(changed)
     os.utime(archive, ns=(before + 5 * 10**9, before + 5 * 10**9))
     binding = DownloadBinding(str(request["id"]))
-    result = await asyncio.to_thread(sftp_download, emulator, access, pair, dest, binding)
+    result = await asyncio.to_thread(sftp_download, emulator, access, pair, dest, binding, client)
     assert dest.read_bytes() == changed and result.sha256 == sha256(changed)
 
 
 async def test_sftp_a_finished_download_called_again_returns_the_same_result(
-    emulator: RunningEmulator, tmp_path: Path
+    emulator: RunningEmulator, tmp_path: Path, client: str
 ) -> None:
     request = await done_request(emulator, tmp_path)
     pair = generate_ssh_keypair()
     access = await sftp_access(emulator, request, pair)
     dest = tmp_path / "upgraded.zip"
     binding = DownloadBinding(str(request["id"]))
-    first = await asyncio.to_thread(sftp_download, emulator, access, pair, dest, binding)
+    first = await asyncio.to_thread(sftp_download, emulator, access, pair, dest, binding, client)
     checksum_path(dest).unlink()  # as if killed before the checksum was written
-    again = await asyncio.to_thread(sftp_download, emulator, access, pair, dest, binding)
+    again = await asyncio.to_thread(sftp_download, emulator, access, pair, dest, binding, client)
     assert again == first
     assert checksum_path(dest).read_text() == f"{first.sha256}  upgraded.zip\n"
 

@@ -238,6 +238,26 @@ class PartFile:
         os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         self.size += len(data)
 
+    def absorb(self, upto: int | None = None) -> None:
+        """Hash what another process (OpenSSH's sftp) wrote to the part, up to `upto`
+        (default: its end), and drop those pages from the cache as `append` does."""
+        fd = self._file.fileno()
+        end = os.fstat(fd).st_size if upto is None else min(upto, os.fstat(fd).st_size)
+        start = self.size
+        while self.size < end:
+            block = os.pread(fd, min(HASH_BLOCK, end - self.size), self.size)
+            if not block:
+                break
+            self.hasher.update(block)
+            self.size += len(block)
+        if self.size > start:
+            os.posix_fadvise(fd, start, self.size - start, os.POSIX_FADV_DONTNEED)
+
+    def drop_unhashed(self) -> None:
+        """Cut the part back to what was hashed (bytes written by another process after it)."""
+        self._file.flush()
+        self._file.truncate(self.size)
+
     def restart(self) -> None:
         """Drop what was received so far (the server sent the whole file, or something else)."""
         self._file.flush()
