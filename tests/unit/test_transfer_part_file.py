@@ -112,8 +112,8 @@ def test_missing_destination_directory_is_named(tmp_path: Path) -> None:
 
 def test_bytes_another_process_wrote_are_absorbed_into_the_hash(tmp_path: Path) -> None:
     dest = tmp_path / "acme.dump"
+    part_path(dest).write_bytes(b"ours, ")  # resumed: hashed when opened
     part = PartFile.open(dest)
-    part.append(b"ours, ")
     data = bytes(range(256)) * 20_000  # more than one slice and one page
     with open(part_path(dest), "ab") as other:  # as OpenSSH's sftp writes it
         other.write(data)

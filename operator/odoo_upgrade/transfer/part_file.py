@@ -250,6 +250,7 @@ class PartFile:
         Hashed straight from the page cache (mmap, no copy), 1 MiB at a time so that each
         slice is hashed while in the CPU cache; the cache is dropped every `DROP_EVERY`.
         """
+        self._file.flush()
         fd = self._file.fileno()
         size = os.fstat(fd).st_size
         end = size if upto is None else min(upto, size)
