@@ -70,6 +70,7 @@ class Measure:
     size: int
     peak_rss_mib: float | None = None
     failed: str | None = None  # why a reference tool could not do it (curl and 1 GiB bodies)
+    cpu_seconds: float | None = None  # ours: user + system CPU of the child and its children
 
     @property
     def mib_per_s(self) -> float:
@@ -84,7 +85,7 @@ def median(measures: list[Measure]) -> Measure:
     ordered = sorted(done, key=lambda m: m.seconds)
     middle = ordered[len(ordered) // 2]
     peak = max((m.peak_rss_mib or 0.0) for m in done) if middle.peak_rss_mib is not None else None
-    return Measure(middle.tool, middle.seconds, middle.size, peak)
+    return Measure(middle.tool, middle.seconds, middle.size, peak, cpu_seconds=middle.cpu_seconds)
 
 
 def load() -> str:
@@ -135,13 +136,24 @@ def child_main() -> None:
     seconds = time.perf_counter() - started
     sampler.stop()
     # ru_maxrss (KiB on Linux) of this process; the sampler adds the sftp/ssh it ran.
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_mib": max(own, sampler.peak_mib)}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_rss_mib": max(usage.ru_maxrss / 1024, sampler.peak_mib),
+                "cpu_seconds": cpu,
+            }
+        )
+    )
 
 
 class TreeRss:
-    """Samples the summed RSS of this process and its descendants (a pod's view, shared
-    pages counted twice: an upper bound) every 20 ms; `peak_mib` is the largest sum."""
+    """Samples, every 20 ms, the memory of this process (its RSS) plus that of the sftp/ssh
+    processes it runs (their PSS: shared libraries counted in proportion, as the pod's
+    memory counts them); `peak_mib` is the largest sum seen."""
 
     def __init__(self) -> None:
         self.peak_mib = 0.0
@@ -150,26 +162,29 @@ class TreeRss:
         self._thread.start()
 
     @staticmethod
-    def _tree(pid: int) -> list[int]:
-        pids = [pid]
+    def _descendants(pid: int) -> list[int]:
+        pids: list[int] = []
         with contextlib.suppress(OSError):
             for task in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{task}/children") as children:
                     for child in children.read().split():
-                        pids += TreeRss._tree(int(child))
+                        pids += [int(child), *TreeRss._descendants(int(child))]
         return pids
 
     @staticmethod
-    def _rss_kib(pid: int) -> int:
-        with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
+    def _field_kib(path: str, field: str) -> int:
+        with contextlib.suppress(OSError, ValueError), open(path) as lines:
+            for line in lines:
+                if line.startswith(field):
                     return int(line.split()[1])
         return 0
 
     def _run(self) -> None:
+        me = os.getpid()
         while not self._stopped.wait(0.02):
-            total = sum(self._rss_kib(pid) for pid in self._tree(os.getpid()))
+            total = self._field_kib(f"/proc/{me}/status", "VmRSS:")
+            for pid in self._descendants(me):
+                total += self._field_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
             self.peak_mib = max(self.peak_mib, total / 1024)
 
     def stop(self) -> None:
@@ -188,7 +203,9 @@ def run_ours(tool: str, job: dict[str, Any], size: int) -> Measure:
     if result.returncode != 0:
         raise RuntimeError(f"{tool} failed:\n{result.stderr[-3000:]}")
     data = json.loads(result.stdout.strip().splitlines()[-1])
-    return Measure(tool, data["seconds"], size, data["peak_rss_mib"])
+    return Measure(
+        tool, data["seconds"], size, data["peak_rss_mib"], cpu_seconds=data["cpu_seconds"]
+    )
 
 
 # -- the reference tools --------------------------------------------------------------------

@@ -39,6 +39,7 @@ HASH_BLOCK = 4 * 1024 * 1024
 # absorb(): hashed per slice while in the CPU cache; page cache dropped per DROP_EVERY.
 ABSORB_SLICE = 1024 * 1024
 DROP_EVERY = 8 * 1024 * 1024
+CACHE_TRAIL = 64 * 1024 * 1024
 
 
 def part_path(destination: Path) -> Path:
@@ -237,11 +238,13 @@ class PartFile:
         """Write `data` at the end and hash it (hashlib and write both release the GIL)."""
         self._file.write(data)
         self.hasher.update(data)
+        self.size += len(data)
         # Start writing back now and drop written pages from the page cache: the final fsync
         # then has little left to do, and a large dump does not fill the pod's memory with
-        # cache (it counts against its cgroup limit).
-        os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        self.size += len(data)
+        # cache (it counts against its cgroup limit). Dirty pages are dropped by a later call
+        # once written back, so each call covers the last CACHE_TRAIL bytes.
+        start = max(0, self.size - CACHE_TRAIL)
+        os.posix_fadvise(self._file.fileno(), start, 0, os.POSIX_FADV_DONTNEED)
 
     def absorb(self, upto: int | None = None) -> None:
         """Hash what another process (OpenSSH's sftp) wrote to the part, up to `upto`
@@ -302,6 +305,7 @@ class PartFile:
                 f"expected {expected_size}; the partial file was removed"
             )
         os.fsync(self._file.fileno())
+        os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # all clean now
         digest = self.hasher.hexdigest()
         if self.binding is not None:
             write_receipt(
