@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -64,7 +65,12 @@ def sftp_program() -> str | None:
 
 
 def usable_for(remote_name: str) -> bool:
-    """True when `sftp` is installed and `remote_name` needs no quoting (else: paramiko)."""
+    """True when `sftp` is installed, can run as this user, and `remote_name` needs no
+    quoting (else: paramiko)."""
+    try:
+        pwd.getpwuid(os.getuid())  # ssh refuses to run for a uid without a passwd entry
+    except KeyError:
+        return False
     return sftp_program() is not None and bool(_PLAIN.fullmatch(remote_name))
 
 

@@ -19,7 +19,7 @@ import hashlib
 import mmap
 import os
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from odoo_upgrade.transfer.binding import (
     DownloadBinding,
@@ -40,6 +40,27 @@ HASH_BLOCK = 4 * 1024 * 1024
 ABSORB_SLICE = 1024 * 1024
 DROP_EVERY = 8 * 1024 * 1024
 CACHE_TRAIL = 64 * 1024 * 1024
+MAP_WINDOW = 16 * 1024 * 1024
+
+
+def hash_mapped(fd: int, hasher: Any, start: int, end: int) -> int:
+    """Feed bytes `start`..`end` of `fd` to `hasher` straight from the page cache (mmap, no
+    copy), one `ABSORB_SLICE` at a time while in the CPU cache, at most `MAP_WINDOW` mapped
+    (so memory stays flat); return how far it got (`end`, or less at a window's end)."""
+    first = start - start % mmap.ALLOCATIONGRANULARITY
+    stop = min(end, first + MAP_WINDOW)
+    with mmap.mmap(fd, stop - first, access=mmap.ACCESS_READ, offset=first) as view:
+        view.madvise(mmap.MADV_SEQUENTIAL)
+        data = memoryview(view)
+        try:
+            while start < stop:
+                piece = data[start - first : start - first + min(ABSORB_SLICE, stop - start)]
+                hasher.update(piece)
+                start += len(piece)
+                piece.release()
+        finally:
+            data.release()
+    return start
 
 
 def part_path(destination: Path) -> Path:
@@ -259,19 +280,8 @@ class PartFile:
         end = size if upto is None else min(upto, size)
         if end <= self.size:
             return
-        first_page = self.size - self.size % mmap.ALLOCATIONGRANULARITY
-        with mmap.mmap(fd, end - first_page, access=mmap.ACCESS_READ, offset=first_page) as view:
-            view.madvise(mmap.MADV_SEQUENTIAL)
-            data = memoryview(view)
-            try:
-                while self.size < end:
-                    at = self.size - first_page
-                    piece = data[at : at + min(ABSORB_SLICE, end - self.size)]
-                    self.hasher.update(piece)
-                    self.size += len(piece)
-                    piece.release()
-            finally:
-                data.release()
+        while self.size < end:
+            self.size = hash_mapped(fd, self.hasher, self.size, end)
         if self.size - self._dropped >= DROP_EVERY or upto is None:
             os.posix_fadvise(fd, self._dropped, self.size - self._dropped, os.POSIX_FADV_DONTNEED)
             self._dropped = self.size

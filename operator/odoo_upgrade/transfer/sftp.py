@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import mmap
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +28,7 @@ from odoo_upgrade.transfer.errors import (
     TransferError,
     TransferUnavailable,
 )
-from odoo_upgrade.transfer.part_file import PartFile, published_download
+from odoo_upgrade.transfer.part_file import PartFile, hash_mapped, published_download
 from odoo_upgrade.transfer.results import ProgressCallback, TransferResult
 from odoo_upgrade.transfer.ssh_keys import (
     BACKSTOP,
@@ -51,7 +50,7 @@ REQUEST_SIZE = 32 * 1024
 WRITE_OVERHEAD = 64
 PREFETCH_REQUESTS = 64
 # paramiko download: bytes requested (and held in memory) at a time.
-FETCH_WINDOW = 8 * 1024 * 1024
+FETCH_WINDOW = 2 * 1024 * 1024
 BACKOFF = RetryPolicy(attempts=1_000, base_delay=0.5, max_delay=8.0)
 
 
@@ -237,22 +236,8 @@ class _LocalHash:
         with open(self.path, "rb") as file:
             if os.fstat(file.fileno()).st_size < offset:
                 raise SizeMismatch(f"{self.path} shrank while being uploaded")
-            # Straight from the page cache (no copy), a slice at a time while in the CPU cache.
-            first = self.upto - self.upto % mmap.ALLOCATIONGRANULARITY
-            with mmap.mmap(
-                file.fileno(), offset - first, access=mmap.ACCESS_READ, offset=first
-            ) as view:
-                view.madvise(mmap.MADV_SEQUENTIAL)
-                data = memoryview(view)
-                try:
-                    while self.upto < offset:
-                        at = self.upto - first
-                        piece = data[at : at + min(BLOCK, offset - self.upto)]
-                        self.hasher.update(piece)
-                        self.upto += len(piece)
-                        piece.release()
-                finally:
-                    data.release()
+            while self.upto < offset:
+                self.upto = hash_mapped(file.fileno(), self.hasher, self.upto, offset)
 
     def update(self, block: bytes) -> None:
         self.hasher.update(block)
