@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian tools that tests and benchmarks call as real peers: curl, jq, rsync, the
-# OpenSSH client (ssh, sftp, ssh-keygen) and server (sshd, for bench/transfer.py), PostgreSQL (server for the test harness, client
-# tools pg_dump/pg_restore/psql for the dump and restore movers). Only runs apt-get when
-# something is missing.
+# OpenSSH client (ssh, sftp, ssh-keygen) and server (sshd, for bench/transfer.py), PostgreSQL
+# (server for the test harness, client tools pg_dump/pg_restore/psql for the dump and restore
+# movers). Only runs apt-get when something is missing.
 set -euo pipefail
 missing=()
 command -v curl >/dev/null || missing+=(curl)
