@@ -78,13 +78,17 @@ def checksum_line(sha256_hex: str, name: str) -> str:
 
 
 def refuse_existing(destination: Path) -> None:
-    """Refuse a destination, or a checksum file beside it, that exists already."""
-    for path in (destination, checksum_path(destination)):
-        if os.path.lexists(path):
-            raise DestinationExists(
-                f"destination {path} exists already; downloads never overwrite a file "
-                "(move it away or choose another path)"
-            )
+    if os.path.lexists(destination):
+        raise DestinationExists(
+            f"destination {destination} exists already; downloads never overwrite a file "
+            "(move it away or choose another path)"
+        )
+
+
+def refuse_existing_file(destination: Path) -> None:
+    """Refuse a destination file, or a checksum file beside it, that exists already."""
+    refuse_existing(destination)
+    refuse_existing(checksum_path(destination))
 
 
 def fsync_directory(directory: Path) -> None:
@@ -207,7 +211,7 @@ class PartFile:
         is downloading to the same destination.
         """
         dest = Path(destination)
-        refuse_existing(dest)
+        refuse_existing_file(dest)
         if not dest.parent.is_dir():
             raise TransferError(f"destination directory {dest.parent} does not exist")
         file = open(part_path(dest), "a+b")  # noqa: SIM115 - owned by the PartFile
