@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian tools that tests and benchmarks call as real peers: curl, jq, rsync, the
-# OpenSSH client (ssh, sftp, ssh-keygen) and PostgreSQL (server for the test harness, client
-# tools pg_dump/pg_restore/psql for the dump and restore movers). Only runs apt-get when
-# something is missing.
+# OpenSSH client (ssh, sftp, ssh-keygen) and server (sshd, for bench/transfer.py), PostgreSQL
+# (server for the test harness, client tools pg_dump/pg_restore/psql for the dump and restore
+# movers). Only runs apt-get when something is missing.
 set -euo pipefail
 missing=()
 command -v curl >/dev/null || missing+=(curl)
@@ -16,6 +16,7 @@ command -v pg_restore >/dev/null || missing+=(postgresql-client)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v ssh >/dev/null || missing+=(openssh-client)
 command -v rsync >/dev/null || missing+=(rsync)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

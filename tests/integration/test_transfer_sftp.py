@@ -37,6 +37,15 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.fixture(autouse=True, params=["openssh", "paramiko"])
+def sftp_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: the bytes through OpenSSH's sftp (the default where it is installed),
+    and through paramiko (where it is not: OpenSSH hidden from `client="auto"`)."""
+    if request.param == "paramiko":
+        monkeypatch.setattr("odoo_upgrade.transfer.openssh_sftp.sftp_program", lambda: None)
+    return str(request.param)
+
+
 async def sftp_access(
     emulator: RunningEmulator, request: dict[str, object], pair: SshKeyPair
 ) -> SftpAccess:

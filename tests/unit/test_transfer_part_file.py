@@ -108,3 +108,28 @@ def test_restart_discards_what_was_received(tmp_path: Path) -> None:
 def test_missing_destination_directory_is_named(tmp_path: Path) -> None:
     with pytest.raises(TransferError, match="does not exist"):
         PartFile.open(tmp_path / "nowhere" / "acme.dump")
+
+
+def test_bytes_another_process_wrote_are_absorbed_into_the_hash(tmp_path: Path) -> None:
+    dest = tmp_path / "acme.dump"
+    part_path(dest).write_bytes(b"ours, ")  # resumed: hashed when opened
+    part = PartFile.open(dest)
+    data = bytes(range(256)) * 20_000  # more than one slice and one page
+    with open(part_path(dest), "ab") as other:  # as OpenSSH's sftp writes it
+        other.write(data)
+    part.absorb(upto=6 + 100_000)
+    assert part.size == 6 + 100_000
+    part.absorb()
+    assert part.size == 6 + len(data)
+    assert part.finish(6 + len(data)) == hashlib.sha256(b"ours, " + data).hexdigest()
+
+
+def test_bytes_not_absorbed_are_cut_off(tmp_path: Path) -> None:
+    dest = tmp_path / "acme.dump"
+    part = PartFile.open(dest)
+    with open(part_path(dest), "ab") as other:
+        other.write(b"settled|unsettled")
+    part.absorb(upto=len(b"settled"))
+    part.drop_unhashed()
+    assert part_path(dest).read_bytes() == b"settled"
+    part.close()

@@ -8,6 +8,7 @@ and never parsed as a form.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import html
 import io
 import logging
@@ -192,6 +193,18 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     return start, end
 
 
+def _if_range_matches(if_range: str, etag: str, mtime: float) -> bool:
+    """An entity tag matches by strong comparison (a weak one never); a date matches only
+    the exact Last-Modified second."""
+    if if_range.startswith(('"', "W/")):
+        return if_range == etag
+    try:
+        date = email.utils.parsedate_to_datetime(if_range)
+    except (TypeError, ValueError):
+        return False
+    return date.tzinfo is not None and int(date.timestamp()) == int(mtime)
+
+
 async def serve_file_range(
     request: web.Request,
     path: Path,
@@ -202,19 +215,22 @@ async def serve_file_range(
     record: RequestRecord,
     filename: str,
 ) -> web.StreamResponse:
-    """Serve `length` bytes of `path` from `offset`, with Range, HEAD and the drop fault."""
+    """Serve `length` bytes of `path` from `offset`, with Range, If-Range, HEAD and the drop
+    fault; `ETag` and `Last-Modified` as a web server gives them for a file."""
     stat = await asyncio.to_thread(path.stat)
     etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}-{offset:x}"'
+    last_modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
     headers = {
         "Accept-Ranges": "bytes",
         "ETag": etag,
+        "Last-Modified": last_modified,
         "Content-Type": "application/octet-stream",
         "Content-Disposition": f'attachment; filename="{filename}"',
     }
     wanted = _parse_range(request.headers.get("Range"), length)
     if_range = request.headers.get("If-Range")
-    if if_range is not None and if_range != etag:
-        wanted = None
+    if if_range is not None and not _if_range_matches(if_range.strip(), etag, stat.st_mtime):
+        wanted = None  # RFC 9110 13.1.5: another version, so the whole file
     if wanted == "bad":
         headers["Content-Range"] = f"bytes */{length}"
         return web.Response(status=416, headers=headers)

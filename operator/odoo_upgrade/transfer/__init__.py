@@ -3,6 +3,7 @@
 Knows nothing of Kubernetes or kopf.
 """
 
+from odoo_upgrade.transfer.binding import DownloadBinding
 from odoo_upgrade.transfer.errors import (
     DestinationExists,
     HostKeyMismatch,
@@ -12,7 +13,12 @@ from odoo_upgrade.transfer.errors import (
     TransferUnavailable,
 )
 from odoo_upgrade.transfer.https import download_https, upload_https
-from odoo_upgrade.transfer.part_file import checksum_line, checksum_path, part_path
+from odoo_upgrade.transfer.part_file import (
+    checksum_line,
+    checksum_path,
+    part_path,
+    published_download,
+)
 from odoo_upgrade.transfer.results import ProgressCallback, TransferResult
 from odoo_upgrade.transfer.rsync import (
     DownloadedSet,
@@ -22,7 +28,7 @@ from odoo_upgrade.transfer.rsync import (
     download_rsync,
     upload_rsync,
 )
-from odoo_upgrade.transfer.sftp import download_sftp, upload_sftp
+from odoo_upgrade.transfer.sftp import connect_sftp, download_sftp, upload_sftp
 from odoo_upgrade.transfer.ssh_keys import (
     HostKeyCheck,
     SshKeyPair,
@@ -30,9 +36,11 @@ from odoo_upgrade.transfer.ssh_keys import (
     fingerprint,
     generate_ssh_keypair,
 )
+from odoo_upgrade.transfer.ssh_timeouts import SshTimeouts
 
 __all__ = [
     "DestinationExists",
+    "DownloadBinding",
     "DownloadedSet",
     "HostKeyCheck",
     "HostKeyMismatch",
@@ -43,11 +51,13 @@ __all__ = [
     "SizeMismatch",
     "SshHostKeyMismatch",
     "SshKeyPair",
+    "SshTimeouts",
     "TransferError",
     "TransferResult",
     "TransferUnavailable",
     "checksum_line",
     "checksum_path",
+    "connect_sftp",
     "download_https",
     "download_rsync",
     "download_sftp",
@@ -55,6 +65,7 @@ __all__ = [
     "fingerprint",
     "generate_ssh_keypair",
     "part_path",
+    "published_download",
     "upload_https",
     "upload_rsync",
     "upload_sftp",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -22,9 +23,10 @@ from odoo_upgrade.platform.errors import (
 )
 from odoo_upgrade.platform.retry import RetryPolicy, retry_async
 from odoo_upgrade.redact import redact, register_secret
+from odoo_upgrade.transfer.binding import DownloadBinding
 from odoo_upgrade.transfer.errors import SizeMismatch, TransferUnavailable
 from odoo_upgrade.transfer.file_post import FilePost
-from odoo_upgrade.transfer.part_file import PartFile
+from odoo_upgrade.transfer.part_file import PartFile, published_download
 from odoo_upgrade.transfer.range_get import IncompleteDownload, RangeGet
 from odoo_upgrade.transfer.results import ProgressCallback, TransferResult
 
@@ -125,16 +127,30 @@ async def download_https(
     progress: ProgressCallback | None = None,
     retry: RetryPolicy | None = None,
     expected_size: int | None = None,
+    binding: DownloadBinding | None = None,
 ) -> TransferResult:
     """Download `url` to `destination` with Range resume; never overwrite an existing file.
 
     Bytes go to `.<name>.part` beside the destination (kept across crashes and resumed by a
     rerun), then the size is checked, the file fsynced, linked under its final name, and
     `<destination>.sha256` written. `retry.attempts` bounds consecutive attempts that make no
-    progress; an attempt that moved forward resumes at once.
+    progress; an attempt that moved forward resumes at once. Redirects are followed on the
+    same scheme, host and port only (`RemoteRefused` otherwise).
+
+    With a `binding`, a part is continued only if it was written for the same request from
+    the same URL, and only with `If-Range` and the validator the server gave (else the
+    download starts at byte 0); a destination this request already published is recognised
+    (`published_download`) and its result returned instead of `DestinationExists`. Without
+    one (the CLI today), any part is continued.
     """
     policy = retry or RetryPolicy()
-    part = await asyncio.to_thread(PartFile.open, destination)
+    if binding is not None:
+        done = await asyncio.to_thread(published_download, destination, binding)
+        if done is not None and (expected_size is None or done.bytes == expected_size):
+            return done
+    part = await asyncio.to_thread(
+        functools.partial(PartFile.open, destination, binding=binding, source=url)
+    )
     attempts = 0
     stalled = 0
     try:
@@ -163,7 +179,7 @@ async def download_https(
                 f"download of {Path(destination).name}: the server announced {total} bytes, "
                 f"expected {expected_size}"
             )
-        digest = await asyncio.to_thread(part.finish, total)
+        digest = await asyncio.to_thread(functools.partial(part.finish, total, attempts=attempts))
     finally:
         part.close()
     return TransferResult(bytes=total, sha256=digest, attempts=attempts)

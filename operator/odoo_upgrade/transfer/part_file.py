@@ -2,21 +2,65 @@
 
 The part file survives a crash so that a rerun resumes it (its content is re-hashed, so the
 sha256 covers the whole file). The final name is taken with `os.link`, which fails if the
-name exists: a destination that appeared meanwhile is never clobbered.
+name exists: a destination that appeared meanwhile is never clobbered, and neither is a
+`<name>.sha256` this download did not write.
+
+Given a `DownloadBinding`, a part is resumed only when its origin (`binding.py`) names the
+same request and source, and a receipt written before the rename lets `published_download`
+recognise the file after a crash.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
+import mmap
 import os
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from odoo_upgrade.transfer.binding import (
+    DownloadBinding,
+    PartOrigin,
+    Receipt,
+    clear_origin,
+    read_origin,
+    read_receipt,
+    source_digest,
+    write_origin,
+    write_receipt,
+)
 from odoo_upgrade.transfer.errors import DestinationExists, SizeMismatch, TransferError
+from odoo_upgrade.transfer.results import TransferResult
 
 HASH_BLOCK = 4 * 1024 * 1024
+# absorb(): hashed per slice while in the CPU cache; page cache dropped per DROP_EVERY.
+ABSORB_SLICE = 1024 * 1024
+DROP_EVERY = 8 * 1024 * 1024
+CACHE_TRAIL = 64 * 1024 * 1024
+MAP_WINDOW = 16 * 1024 * 1024
+
+
+def hash_mapped(fd: int, hasher: Any, start: int, end: int) -> int:
+    """Feed bytes `start`..`end` of `fd` to `hasher` straight from the page cache (mmap, no
+    copy), one `ABSORB_SLICE` at a time while in the CPU cache, at most `MAP_WINDOW` mapped
+    (so memory stays flat); return how far it got (`end`, or less at a window's end)."""
+    first = start - start % mmap.ALLOCATIONGRANULARITY
+    stop = min(end, first + MAP_WINDOW)
+    with mmap.mmap(fd, stop - first, access=mmap.ACCESS_READ, offset=first) as view:
+        view.madvise(mmap.MADV_SEQUENTIAL)
+        data = memoryview(view)
+        try:
+            while start < stop:
+                piece = data[start - first : start - first + min(ABSORB_SLICE, stop - start)]
+                hasher.update(piece)
+                start += len(piece)
+                piece.release()
+        finally:
+            data.release()
+    return start
 
 
 def part_path(destination: Path) -> Path:
@@ -39,6 +83,12 @@ def refuse_existing(destination: Path) -> None:
             f"destination {destination} exists already; downloads never overwrite a file "
             "(move it away or choose another path)"
         )
+
+
+def refuse_existing_file(destination: Path) -> None:
+    """Refuse a destination file, or a checksum file beside it, that exists already."""
+    refuse_existing(destination)
+    refuse_existing(checksum_path(destination))
 
 
 def fsync_directory(directory: Path) -> None:
@@ -75,37 +125,93 @@ def _claim_name(source: Path, destination: Path) -> None:
 
 
 def write_checksum_file(destination: Path, sha256_hex: str) -> Path:
-    """Write `<destination>.sha256` atomically (temp file, fsync, rename, fsync directory)."""
+    """Write `<destination>.sha256` atomically (temp file, fsync, link, fsync directory).
+
+    An existing checksum file is kept if it says the same, and never replaced otherwise
+    (`DestinationExists`); only an empty one, left by a crash mid-claim, is filled in.
+    """
     final = checksum_path(destination)
+    line = checksum_line(sha256_hex, destination.name)
+    if _holds(final, line):
+        return final
     temp = final.with_name(f".{final.name}.part")
     with open(temp, "w", encoding="utf-8") as out:
-        out.write(checksum_line(sha256_hex, destination.name))
+        out.write(line)
         out.flush()
         os.fsync(out.fileno())
-    os.replace(temp, final)
+    try:
+        _claim_name(temp, final)
+    except DestinationExists:
+        temp.unlink(missing_ok=True)
+        if not _holds(final, line):
+            raise DestinationExists(
+                f"{final} exists already with another checksum; it was left untouched "
+                f"(move it away: it does not describe {destination.name})"
+            ) from None
     fsync_directory(final.parent)
     return final
 
 
-class PartFile:
-    """An exclusively locked `.part` file being appended to, with the sha256 of its content."""
+def _holds(path: Path, text: str) -> bool:
+    """True if `path` says `text`; False if absent or empty; DestinationExists otherwise."""
+    try:
+        found = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return False
+    if found == text:
+        return True
+    if found == "" and path.is_file():
+        path.unlink()  # vouches for nothing: a crash between claiming the name and filling it
+        return False
+    raise DestinationExists(
+        f"{path} exists already with another checksum; it was left untouched "
+        f"(move it away: it does not describe {path.name.removesuffix('.sha256')})"
+    )
 
-    def __init__(self, destination: Path, file: BinaryIO) -> None:
+
+class PartFile:
+    """An exclusively locked `.part` file being appended to, with the sha256 of its content.
+
+    Bound (`binding` and `source` given), it keeps `origin` (what its bytes are) on disk
+    beside it, and `finish` leaves a receipt of what it published.
+    """
+
+    def __init__(
+        self,
+        destination: Path,
+        file: BinaryIO,
+        binding: DownloadBinding | None = None,
+        source: str = "",
+    ) -> None:
         self.destination = destination
         self.path = part_path(destination)
         self._file = file
         self.hasher = hashlib.sha256()
         self.size = 0
+        self.binding = binding
+        self.source = source
+        self.origin: PartOrigin | None = None
+        self._dropped = 0  # absorb(): bytes whose pages were dropped from the cache
 
     @classmethod
-    def open(cls, destination: str | os.PathLike[str]) -> PartFile:
+    def open(
+        cls,
+        destination: str | os.PathLike[str],
+        *,
+        binding: DownloadBinding | None = None,
+        source: str = "",
+    ) -> PartFile:
         """Open (or resume) the part file of `destination`; refuse if the destination exists.
+
+        With a `binding`, an existing part is kept only if its recorded origin names the same
+        request and `source` (a URL or remote file name) and a validator; anything else is
+        discarded before a byte of it is read. Without one, any part is resumed.
 
         Blocking: re-hashes an existing part file. Raises `TransferError` if another process
         is downloading to the same destination.
         """
         dest = Path(destination)
-        refuse_existing(dest)
+        refuse_existing_file(dest)
         if not dest.parent.is_dir():
             raise TransferError(f"destination directory {dest.parent} does not exist")
         file = open(part_path(dest), "a+b")  # noqa: SIM115 - owned by the PartFile
@@ -116,9 +222,34 @@ class PartFile:
             raise TransferError(
                 f"another download to {dest} is in progress (its {part_path(dest).name} is locked)"
             ) from None
-        part = cls(dest, file)
+        part = cls(dest, file, binding, source)
+        if binding is not None:
+            origin = read_origin(dest)
+            if origin is not None and origin.continues(binding, source):
+                part.origin = origin
+            else:
+                part.restart()  # not provably this request's bytes of this file
         part._hash_existing()
         return part
+
+    def set_origin(self, origin: PartOrigin) -> None:
+        """Record what the part's bytes are, before the first byte of them is written."""
+        if self.binding is None:
+            return
+        if origin != self.origin:
+            write_origin(self.destination, origin)
+        self.origin = origin
+
+    def new_origin(self, size: int | None, validator: str) -> PartOrigin | None:
+        """The origin of this download's bytes from a server answer (None when unbound)."""
+        if self.binding is None:
+            return None
+        return PartOrigin(
+            request_id=str(self.binding.request_id),
+            source_sha256=source_digest(self.source),
+            size=size,
+            validator=validator,
+        )
 
     def _hash_existing(self) -> None:
         fd = self._file.fileno()
@@ -132,21 +263,54 @@ class PartFile:
         """Write `data` at the end and hash it (hashlib and write both release the GIL)."""
         self._file.write(data)
         self.hasher.update(data)
+        self.size += len(data)
         # Start writing back now and drop written pages from the page cache: the final fsync
         # then has little left to do, and a large dump does not fill the pod's memory with
-        # cache (it counts against its cgroup limit).
-        os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        self.size += len(data)
+        # cache (it counts against its cgroup limit). Dirty pages are dropped by a later call
+        # once written back, so each call covers the last CACHE_TRAIL bytes.
+        start = max(0, self.size - CACHE_TRAIL)
+        os.posix_fadvise(self._file.fileno(), start, 0, os.POSIX_FADV_DONTNEED)
+
+    def absorb(self, upto: int | None = None) -> None:
+        """Hash what another process (OpenSSH's sftp) wrote to the part, up to `upto`
+        (default: its end), and drop those pages from the cache as `append` does.
+
+        Hashed straight from the page cache (mmap, no copy), 1 MiB at a time so that each
+        slice is hashed while in the CPU cache; the cache is dropped every `DROP_EVERY`.
+        """
+        self._file.flush()
+        fd = self._file.fileno()
+        size = os.fstat(fd).st_size
+        end = size if upto is None else min(upto, size)
+        if end <= self.size:
+            return
+        while self.size < end:
+            self.size = hash_mapped(fd, self.hasher, self.size, end)
+        if self.size - self._dropped >= DROP_EVERY or upto is None:
+            os.posix_fadvise(fd, self._dropped, self.size - self._dropped, os.POSIX_FADV_DONTNEED)
+            self._dropped = self.size
+
+    def drop_unhashed(self) -> None:
+        """Cut the part back to what was hashed (bytes written by another process after it)."""
+        self._file.flush()
+        self._file.truncate(self.size)
+        self._dropped = min(self._dropped, self.size)
 
     def restart(self) -> None:
         """Drop what was received so far (the server sent the whole file, or something else)."""
         self._file.flush()
         self._file.truncate(0)
         self.hasher = hashlib.sha256()
-        self.size = 0
+        self.size = self._dropped = 0
+        if self.binding is not None:
+            clear_origin(self.destination)  # after the truncate: never an origin for others' bytes
+            self.origin = None
 
-    def finish(self, expected_size: int | None) -> str:
-        """Check the size, fsync, publish under the final name, write `.sha256`; return hex."""
+    def finish(self, expected_size: int | None, *, attempts: int = 1) -> str:
+        """Check the size, fsync, publish under the final name, write `.sha256`; return hex.
+
+        Bound, a receipt (request, size, sha256, `attempts`) is written before the rename.
+        """
         self._file.flush()
         if expected_size is not None and self.size != expected_size:
             self.discard()
@@ -155,13 +319,27 @@ class PartFile:
                 f"expected {expected_size}; the partial file was removed"
             )
         os.fsync(self._file.fileno())
+        os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # all clean now
         digest = self.hasher.hexdigest()
+        if self.binding is not None:
+            write_receipt(
+                self.destination,
+                Receipt(
+                    request_id=str(self.binding.request_id),
+                    source_sha256=source_digest(self.source),
+                    bytes=self.size,
+                    sha256=digest,
+                    attempts=attempts,
+                ),
+            )
         try:
             _claim_name(self.path, self.destination)
         finally:
             self.close()
         fsync_directory(self.destination.parent)
         write_checksum_file(self.destination, digest)
+        if self.binding is not None:
+            clear_origin(self.destination)
         return digest
 
     def close(self) -> None:
@@ -173,3 +351,42 @@ class PartFile:
     def discard(self) -> None:
         self.close()
         self.path.unlink(missing_ok=True)
+        if self.binding is not None:
+            clear_origin(self.destination)
+
+
+def _file_sha256(path: Path) -> tuple[int, str]:
+    hasher = hashlib.sha256()
+    size = 0
+    with open(path, "rb", buffering=0) as file:
+        while block := file.read(HASH_BLOCK):
+            hasher.update(block)
+            size += len(block)
+    return size, hasher.hexdigest()
+
+
+def published_download(
+    destination: str | os.PathLike[str], binding: DownloadBinding
+) -> TransferResult | None:
+    """The result of a download of `binding`'s request already published at `destination`.
+
+    None unless the destination holds exactly the bytes (size and sha256, re-read now) that
+    this request's receipt records: then a missing `<destination>.sha256` is written and the
+    recorded result returned, so that an attempt after a crash between the rename and the
+    result succeeds. Raises `DestinationExists` if a `.sha256` beside it holds another
+    checksum (it is never replaced). Blocking: hashes the file.
+    """
+    dest = Path(destination)
+    receipt = read_receipt(dest)
+    if receipt is None or receipt.request_id != str(binding.request_id) or not dest.is_file():
+        return None
+    if _file_sha256(dest) != (receipt.bytes, receipt.sha256):
+        return None
+    write_checksum_file(dest, receipt.sha256)
+    part = part_path(dest)
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.samefile(part, dest):  # killed between taking the name and dropping the part's
+            part.unlink()
+    if not part.exists():
+        clear_origin(dest)
+    return TransferResult(bytes=receipt.bytes, sha256=receipt.sha256, attempts=receipt.attempts)

@@ -5,6 +5,11 @@ body with `readinto1` into one preallocated buffer (no per-piece objects, no eve
 per socket read), and the filled buffer is hashed and written while the GIL is released: this
 is what lets a download keep up with `curl -o`. Every byte that arrived before a connection
 dropped is kept in the part file, so the next attempt resumes after it.
+
+A bound part (see `binding.py`) is resumed with `If-Range` and the validator the server gave
+for its first bytes; a server answering with the whole file (200), or a range of another
+version, makes the download start again at byte 0. Redirects are followed on the same
+scheme, host and port only.
 """
 
 from __future__ import annotations
@@ -37,6 +42,48 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
 class IncompleteDownload(Exception):
     """An attempt ended early; what was received is kept and the next attempt resumes."""
+
+
+def validator(response: http.client.HTTPResponse) -> str:
+    """What to send in `If-Range` to resume this answer's file: its strong ETag, else its
+    Last-Modified date; "" when it gave neither (a weak ETag cannot be used in If-Range)."""
+    etag = (response.getheader("etag") or "").strip()
+    if etag.startswith('"'):
+        return etag
+    return (response.getheader("last-modified") or "").strip()
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a URL, the port made explicit."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
+
+
+def _shown(origin: tuple[str, str, int]) -> str:
+    scheme, host, port = origin
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def checked_redirect(current: str, location: str, first: str) -> str:
+    """The URL to follow for `location`; `RemoteRefused` unless it stays on the scheme, host
+    and port of `first` (the message names the target's origin, never its path or query)."""
+    target = urljoin(current, location)
+    wanted, start = _origin(target), _origin(first)
+    if wanted == start:
+        return target
+    if start[0] == "https" and wanted[0] == "http":
+        why = "from https to http"
+    else:
+        why = f"to another host than {_shown(start)}"
+    raise RemoteRefused(
+        f"download: the server redirected {why} ({_shown(wanted)}); not followed "
+        "(redirects are followed on the same scheme, host and port only)"
+    )
 
 
 def content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -88,7 +135,7 @@ class RangeGet:
             location = self._attempt(url)
             if location is None:
                 return self._checked_total()
-            url = urljoin(url, location)
+            url = checked_redirect(url, location, self.url)
         raise RemoteRefused(f"download: more than {MAX_REDIRECTS} redirects")
 
     def _attempt(self, url: str) -> str | None:
@@ -98,10 +145,16 @@ class RangeGet:
         except ValueError as exc:
             raise TransferError(f"download: {exc}") from None
         response: http.client.HTTPResponse | None = None
+        part = self.part
         try:
             headers = {"Accept-Encoding": "identity"}
-            if self.part.size:
-                headers["Range"] = f"bytes={self.part.size}-"
+            if part.binding is not None and part.size:
+                if part.origin is None or not part.origin.validator:
+                    part.restart()  # nothing proves the server still has the same file
+                else:
+                    headers["If-Range"] = part.origin.validator
+            if part.size:
+                headers["Range"] = f"bytes={part.size}-"
             try:
                 connection.connect()
                 self._socket = connection.sock
@@ -130,7 +183,7 @@ class RangeGet:
         status = response.status
         if status == 416:
             _, total = content_range(response.getheader("content-range"))
-            if total is not None and total == part.size:
+            if total is not None and total == part.size and self._same_version(response, total):
                 self._done = True
                 return total
             refused = part.size
@@ -142,12 +195,19 @@ class RangeGet:
             if first != part.size:
                 part.restart()
                 raise IncompleteDownload("the server resumed at another offset; starting over")
+            if not self._same_version(response, total):
+                part.restart()
+                raise IncompleteDownload("the server sent a range of another file; starting over")
             return total
         if status == 200:
             if part.size:
-                part.restart()  # Range ignored: the whole file comes again.
+                part.restart()  # Range ignored, or If-Range did not match: the whole file.
             length = response.getheader("content-length")
-            return int(length) if length and length.isdigit() else None
+            total = int(length) if length and length.isdigit() else None
+            origin = part.new_origin(total, validator(response))
+            if origin is not None:
+                part.set_origin(origin)  # before the first byte of the body is stored
+            return total
         try:
             body = response.read(ERROR_BODY_LIMIT)
         except (OSError, http.client.HTTPException) as exc:
@@ -158,6 +218,17 @@ class RangeGet:
         with contextlib.suppress(PlatformProtocolError):
             parse_answer("download", status, body)
         raise RemoteRefused(f"download: the server answered HTTP {status}")
+
+    def _same_version(self, response: http.client.HTTPResponse, total: int | None) -> bool:
+        """For a bound part: the answer is of the file version its bytes came from."""
+        origin = self.part.origin
+        if self.part.binding is None:
+            return True
+        if origin is None or total != origin.size:
+            return False
+        given = validator(response)
+        # A 416 may carry no validator; one it carries must match.
+        return given == origin.validator or (response.status == 416 and not given)
 
     def _receive(self, response: http.client.HTTPResponse) -> None:
         """Append the body to the part file, one full buffer at a time."""

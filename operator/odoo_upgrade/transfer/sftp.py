@@ -1,7 +1,8 @@
 """SFTP upload (append resume from the remote size) and download (resume into `.part`).
 
-Blocking (paramiko); async callers use `asyncio.to_thread`. Throughput comes from a large
-SSH window, pipelined writes (no wait for each write's ack) and prefetched reads.
+Blocking; async callers use `asyncio.to_thread`. paramiko checks the host key, logs in and
+stats; the bytes go through OpenSSH's `sftp` when it is installed (`openssh_sftp.py`), else
+through paramiko with a large SSH window, pipelined writes and prefetched reads.
 """
 
 from __future__ import annotations
@@ -13,20 +14,29 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import paramiko
 
 from odoo_upgrade.platform.models import SftpAccess
 from odoo_upgrade.platform.retry import RetryPolicy
+from odoo_upgrade.transfer import openssh_sftp
+from odoo_upgrade.transfer.binding import DownloadBinding
 from odoo_upgrade.transfer.errors import (
     RemoteRefused,
     SizeMismatch,
     TransferError,
     TransferUnavailable,
 )
-from odoo_upgrade.transfer.part_file import PartFile
+from odoo_upgrade.transfer.part_file import PartFile, hash_mapped, published_download
 from odoo_upgrade.transfer.results import ProgressCallback, TransferResult
-from odoo_upgrade.transfer.ssh_keys import HostKeyCheck, load_private_key, start_transport
+from odoo_upgrade.transfer.ssh_keys import (
+    BACKSTOP,
+    HostKeyCheck,
+    load_private_key,
+    start_transport,
+)
+from odoo_upgrade.transfer.ssh_timeouts import SshTimeouts, StepDeadline
 
 log = logging.getLogger("odoo_upgrade.transfer")
 
@@ -39,49 +49,126 @@ REQUEST_SIZE = 32 * 1024
 # Bytes of an SFTP write message around its data (length, type, id, handle, offset).
 WRITE_OVERHEAD = 64
 PREFETCH_REQUESTS = 64
-IO_TIMEOUT = 60.0
+# paramiko download: bytes requested (and held in memory) at a time.
+FETCH_WINDOW = 2 * 1024 * 1024
 BACKOFF = RetryPolicy(attempts=1_000, base_delay=0.5, max_delay=8.0)
+
+
+@contextlib.contextmanager
+def connect_sftp(
+    hostname: str,
+    port: int,
+    user: str,
+    pkey: paramiko.PKey,
+    host_key: HostKeyCheck,
+    *,
+    timeouts: SshTimeouts | None = None,
+    window_size: int = WINDOW_SIZE,
+    max_packet_size: int = MAX_PACKET_SIZE,
+) -> Iterator[tuple[paramiko.SFTPClient, HostKeyCheck]]:
+    """An authenticated SFTP client and the host key check to reconnect with.
+
+    Every step is bounded: TCP, banner, key exchange, authentication, channel, subsystem and
+    SFTP version within `timeouts.connect` each; then each request (and each wait for SSH
+    window) within `timeouts.operation`. A stall is a transient `TransferUnavailable`.
+    Raises `HostKeyMismatch` and `RemoteRefused` (key not accepted) as permanent failures.
+    """
+    bounds = timeouts or SshTimeouts()
+    where = f"{hostname}:{port}"
+    transport = start_transport(
+        hostname,
+        port,
+        pinned=host_key.pinned,
+        timeouts=bounds,
+        default_window_size=window_size,
+        default_max_packet_size=max_packet_size,
+    )
+    try:
+        try:
+            checked = host_key.verify(hostname, port, transport.get_remote_server_key())
+            try:
+                with StepDeadline(transport, bounds.connect, "authenticating", where):
+                    transport.auth_publickey(user, pkey)
+            except paramiko.AuthenticationException as exc:
+                if not transport.is_active():  # the connection dropped: not a refusal
+                    raise TransferUnavailable(
+                        f"SFTP server {where} closed the connection while authenticating ({exc})"
+                    ) from None
+                raise RemoteRefused(f"SFTP server {where} refused the key of user {user}") from None
+            with StepDeadline(transport, bounds.connect, "starting SFTP", where):
+                channel = transport.open_session(
+                    window_size=window_size,
+                    max_packet_size=max_packet_size,
+                    timeout=bounds.connect + BACKSTOP,
+                )
+                channel.settimeout(bounds.operation)
+                channel.invoke_subsystem("sftp")
+                sftp = paramiko.SFTPClient(channel)
+        except _DROPS as exc:
+            raise _classify(exc, f"SFTP session with {where}") from None
+        try:
+            yield sftp, checked
+        finally:
+            sftp.close()
+    finally:
+        transport.close()
 
 
 class _Session:
     """One authenticated SFTP connection; remembers the host key check for reconnections."""
 
-    def __init__(self, access: SftpAccess, pkey: paramiko.PKey, host_key: HostKeyCheck) -> None:
+    def __init__(
+        self,
+        access: SftpAccess,
+        pkey: paramiko.PKey,
+        host_key: HostKeyCheck,
+        timeouts: SshTimeouts | None,
+    ) -> None:
         self.access, self.pkey, self.host_key = access, pkey, host_key
+        self.timeouts = timeouts or SshTimeouts()
 
     @contextlib.contextmanager
     def open(self) -> Iterator[paramiko.SFTPClient]:
         access = self.access
-        transport = start_transport(
+        with connect_sftp(
             access.hostname,
             access.port,
-            pinned=self.host_key.pinned,
-            default_window_size=WINDOW_SIZE,
-            default_max_packet_size=MAX_PACKET_SIZE,
+            access.user,
+            self.pkey,
+            self.host_key,
+            timeouts=self.timeouts,
+        ) as (sftp, checked):
+            self.host_key = checked
+            # The control connection idles while OpenSSH moves the bytes: keep it alive.
+            sftp.get_channel().get_transport().set_keepalive(15)  # type: ignore[union-attr]
+            yield sftp
+
+    def openssh_target(self, private_key_pem: str) -> openssh_sftp.OpensshTarget:
+        """Where OpenSSH connects, with the host key paramiko has just checked."""
+        assert self.host_key.pinned is not None  # set by the first verification
+        return openssh_sftp.OpensshTarget(
+            hostname=self.access.hostname,
+            port=self.access.port,
+            user=self.access.user,
+            private_key_pem=private_key_pem,
+            host_key=self.host_key.pinned,
+            timeouts=self.timeouts,
         )
-        try:
-            self.host_key = self.host_key.verify(
-                access.hostname, access.port, transport.get_remote_server_key()
-            )
-            try:
-                transport.auth_publickey(access.user, self.pkey)
-            except paramiko.AuthenticationException:
-                raise RemoteRefused(
-                    f"SFTP server {access.hostname}:{access.port} refused the key of "
-                    f"user {access.user}"
-                ) from None
-            sftp = paramiko.SFTPClient.from_transport(
-                transport, window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE
-            )
-            if sftp is None:
-                raise TransferUnavailable("the SFTP subsystem could not be opened")
-            sftp.get_channel().settimeout(IO_TIMEOUT)  # type: ignore[union-attr]
-            try:
-                yield sftp
-            finally:
-                sftp.close()
-        finally:
-            transport.close()
+
+
+SftpClient = Literal["auto", "openssh", "paramiko"]
+
+
+def _use_openssh(client: SftpClient, remote_name: str) -> bool:
+    """`auto`: OpenSSH's sftp for the bytes when installed (and the name needs no quoting)."""
+    if client == "paramiko":
+        return False
+    usable = openssh_sftp.usable_for(remote_name)
+    if client == "openssh" and not usable:
+        raise TransferError(
+            f"OpenSSH's sftp is not installed, or cannot be given the name {remote_name!r}"
+        )
+    return usable
 
 
 def _classify(exc: BaseException, what: str) -> TransferError:
@@ -90,6 +177,8 @@ def _classify(exc: BaseException, what: str) -> TransferError:
         return exc
     if isinstance(exc, PermissionError | FileNotFoundError):
         return RemoteRefused(f"{what}: the SFTP server refused it ({exc})")
+    if isinstance(exc, TimeoutError):
+        return TransferUnavailable(f"{what}: the SFTP server stopped answering; timed out")
     return TransferUnavailable(f"{what}: connection lost ({type(exc).__name__}: {exc})")
 
 
@@ -142,14 +231,13 @@ class _LocalHash:
     def advance_to(self, offset: int) -> None:
         if offset < self.upto:
             self.hasher, self.upto = hashlib.sha256(), 0
+        if offset <= self.upto:
+            return
         with open(self.path, "rb") as file:
-            file.seek(self.upto)
+            if os.fstat(file.fileno()).st_size < offset:
+                raise SizeMismatch(f"{self.path} shrank while being uploaded")
             while self.upto < offset:
-                block = file.read(min(BLOCK, offset - self.upto))
-                if not block:
-                    raise SizeMismatch(f"{self.path} shrank while being uploaded")
-                self.hasher.update(block)
-                self.upto += len(block)
+                self.upto = hash_mapped(file.fileno(), self.hasher, self.upto, offset)
 
     def update(self, block: bytes) -> None:
         self.hasher.update(block)
@@ -164,21 +252,27 @@ def upload_sftp(
     host_key: HostKeyCheck,
     progress: ProgressCallback | None = None,
     max_attempts: int = 5,
+    timeouts: SshTimeouts | None = None,
+    client: SftpClient = "auto",
 ) -> TransferResult:
     """Upload `path` as `access.shared_file`, resuming from the remote size after each drop.
 
     Like `sftp put -a`: appends from what the server has. Succeeds only when the remote size
     equals the local size. Raises `HostKeyMismatch`, `RemoteRefused`, `SizeMismatch`, or
     `TransferUnavailable` after `max_attempts` attempts in a row without progress.
+
+    The host key check, sizes and resume offset go through paramiko; the bytes through
+    OpenSSH's `sftp` when installed (`client="auto"`; several times faster), else paramiko.
     """
     source = Path(path)
     size = source.stat().st_size
     with open(source, "rb"):
         pass  # unreadable source: the local OSError now, not a "server refused" later
-    session = _Session(access, load_private_key(private_key_pem), host_key)
+    session = _Session(access, load_private_key(private_key_pem), host_key, timeouts)
     local_hash = _LocalHash(source)
     name = access.shared_file
     reached = {"bytes": 0}
+    openssh = _use_openssh(client, name)
 
     def attempt() -> None:
         with session.open() as sftp:
@@ -192,9 +286,26 @@ def upload_sftp(
                     f"upload: the remote {name} already holds {remote} bytes, more than the "
                     f"{size} of {source.name}; it is another file, not resuming"
                 )
-            local_hash.advance_to(remote)
-            if remote < size:
-                _append(sftp, name, source, remote, size, local_hash, progress)
+            if openssh:
+                if remote < size:
+                    # The whole local file is hashed beside the sending process.
+                    hashed = openssh_sftp.hash_in_background(lambda: local_hash.advance_to(size))
+                    try:
+                        openssh_sftp.put(
+                            session.openssh_target(private_key_pem),
+                            source,
+                            name,
+                            remote,
+                            lambda done: progress(done, size) if progress else None,
+                        )
+                    finally:
+                        hashed()
+                else:
+                    local_hash.advance_to(size)
+            else:
+                local_hash.advance_to(remote)
+                if remote < size:
+                    _append(sftp, name, source, remote, size, local_hash, progress)
             final = sftp.stat(name).st_size or 0
             reached["bytes"] = max(reached["bytes"], final)
             if final != size:
@@ -247,30 +358,56 @@ def download_sftp(
     host_key: HostKeyCheck,
     progress: ProgressCallback | None = None,
     max_attempts: int = 5,
+    timeouts: SshTimeouts | None = None,
+    binding: DownloadBinding | None = None,
+    client: SftpClient = "auto",
 ) -> TransferResult:
     """Download `remote_name` to `destination` with resume; same atomic finish as HTTPS.
 
     Never overwrites an existing destination (`DestinationExists`); bytes go to
     `.<name>.part`, then size check, fsync, link under the final name, `<name>.sha256`.
+
+    With a `binding`, a part is continued only if it was written for the same request from
+    the same remote file name at the same size and mtime (else it starts at byte 0), and a
+    destination this request already published is recognised (`published_download`) and its
+    result returned instead of `DestinationExists`. The bytes go through OpenSSH's `sftp`
+    when installed (`client="auto"`), else paramiko; stat and host key through paramiko.
     """
-    session = _Session(access, load_private_key(private_key_pem), host_key)
-    part = PartFile.open(destination)
+    openssh = _use_openssh(client, remote_name)
+    if binding is not None and (done := published_download(destination, binding)) is not None:
+        return done
+    session = _Session(access, load_private_key(private_key_pem), host_key, timeouts)
+    part = PartFile.open(destination, binding=binding, source=f"sftp:{remote_name}")
     total = {"bytes": 0}
 
     def attempt() -> None:
         with session.open() as sftp:
-            size = sftp.stat(remote_name).st_size or 0
+            attributes = sftp.stat(remote_name)
+            size = attributes.st_size or 0
             total["bytes"] = size
+            mtime = attributes.st_mtime
+            origin = part.new_origin(size, "" if mtime is None else f"size={size} mtime={mtime}")
+            if origin is not None:
+                if part.size and (origin != part.origin or not origin.validator):
+                    part.restart()  # another (or an unprovable) version: bytes do not continue
+                part.set_origin(origin)
             if part.size > size:
                 part.restart()
-            if part.size < size:
+            if part.size < size and openssh:
+                openssh_sftp.get(
+                    session.openssh_target(private_key_pem),
+                    remote_name,
+                    part,
+                    lambda done: progress(done, size) if progress else None,
+                )
+            elif part.size < size:
                 _fetch(sftp, remote_name, part, size, progress)
 
     try:
         attempts = _with_resume(
             f"download of {remote_name}", max_attempts, attempt, lambda: part.size
         )
-        digest = part.finish(total["bytes"])
+        digest = part.finish(total["bytes"], attempts=attempts)
     finally:
         part.close()
     return TransferResult(bytes=total["bytes"], sha256=digest, attempts=attempts)
@@ -283,28 +420,34 @@ def _fetch(
     size: int,
     progress: ProgressCallback | None,
 ) -> None:
+    """paramiko's data path: pipelined reads one `FETCH_WINDOW` at a time (paramiko's
+    prefetch of a whole file buffers what the disk has not taken yet: unbounded memory)."""
     with sftp.open(name, "r", bufsize=0) as remote:
-        remote.seek(part.size)
-        remote.prefetch(size, max_concurrent_requests=PREFETCH_REQUESTS)
-        batch: list[bytes] = []
-        batched = 0
         try:
-            while part.size + batched < size:
-                piece = remote.read(min(REQUEST_SIZE, size - part.size - batched))
-                if not piece:
+            while part.size < size:
+                start = part.size
+                window = min(FETCH_WINDOW, size - start)
+                chunks = [
+                    (offset, min(REQUEST_SIZE, start + window - offset))
+                    for offset in range(start, start + window, REQUEST_SIZE)
+                ]
+                batch: list[bytes] = []
+                try:
+                    for piece in remote.readv(
+                        chunks, max_concurrent_prefetch_requests=PREFETCH_REQUESTS
+                    ):
+                        batch.append(piece)
+                finally:
+                    # Keep what arrived before a drop: the next attempt resumes after it.
+                    if batch:
+                        part.append(b"".join(batch))
+                received = part.size - start
+                if received < window:
                     raise TransferUnavailable(
-                        f"download: {name} ended at {part.size + batched} of {size} bytes"
+                        f"download: {name} ended at {part.size} of {size} bytes"
                     )
-                batch.append(piece)
-                batched += len(piece)
-                if batched >= BLOCK:
-                    part.append(b"".join(batch))
-                    batch, batched = [], 0
-                    if progress:
-                        progress(part.size, size)
+                if progress:
+                    progress(part.size, size)
         finally:
-            # Keep what arrived before a drop: the next attempt resumes after it.
-            if batch:
-                part.append(b"".join(batch))
             if progress:
                 progress(part.size, size)

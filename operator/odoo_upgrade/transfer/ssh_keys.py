@@ -17,8 +17,10 @@ from paramiko.ssh_exception import IncompatiblePeer
 from odoo_upgrade.request.ssh_keys import SshKeyPair as SshKeyPair
 from odoo_upgrade.request.ssh_keys import generate_ssh_keypair as generate_ssh_keypair
 from odoo_upgrade.transfer.errors import HostKeyMismatch, TransferError, TransferUnavailable
+from odoo_upgrade.transfer.ssh_timeouts import SshTimeouts, StepDeadline
 
-CONNECT_TIMEOUT = 15.0
+# paramiko's own bounds sit this much beyond ours, so that ours (which name the step) end it.
+BACKSTOP = 5.0
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr")
 
 
@@ -85,19 +87,29 @@ class HostKeyCheck:
 
 
 def start_transport(
-    hostname: str, port: int, *, pinned: str | None = None, **options: int
+    hostname: str,
+    port: int,
+    *,
+    pinned: str | None = None,
+    timeouts: SshTimeouts | None = None,
+    **options: int,
 ) -> paramiko.Transport:
-    """Connect and run the SSH handshake (no authentication yet).
+    """Connect and run the SSH handshake (no authentication yet), each within
+    `timeouts.connect` seconds; later steps on the transport get paramiko backstops.
 
     With a `pinned` key line, only that key type is asked for; a server without one is
     refused like a mismatching key.
     """
+    bounds = timeouts or SshTimeouts()
     key_type = _split_line(pinned)[0] if pinned else None
     try:
-        sock = socket.create_connection((hostname, port), timeout=CONNECT_TIMEOUT)
+        sock = socket.create_connection((hostname, port), timeout=bounds.connect)
     except OSError as exc:
         raise TransferUnavailable(f"SFTP server {hostname}:{port} unreachable ({exc})") from None
     transport = paramiko.Transport(sock, **options)  # type: ignore[arg-type]
+    transport.banner_timeout = transport.handshake_timeout = bounds.connect + BACKSTOP
+    transport.auth_timeout = bounds.connect + BACKSTOP
+    transport.channel_timeout = bounds.connect + BACKSTOP
     security = transport.get_security_options()
     # AES-GCM first: one AEAD pass per packet instead of cipher plus HMAC (faster in paramiko).
     preferred = [c for c in FAST_CIPHERS if c in security.ciphers]
@@ -107,7 +119,11 @@ def start_transport(
         with contextlib.suppress(ValueError):
             transport.get_security_options().key_types = (key_type,)
     try:
-        transport.start_client(timeout=CONNECT_TIMEOUT)
+        with StepDeadline(transport, bounds.connect, "SSH handshake", f"{hostname}:{port}"):
+            transport.start_client(timeout=bounds.connect + BACKSTOP)
+    except TransferUnavailable:
+        transport.close()
+        raise
     except IncompatiblePeer as exc:
         transport.close()
         if pinned and "host key" in str(exc):
@@ -121,9 +137,9 @@ def start_transport(
     return transport
 
 
-def fetch_host_key(hostname: str, port: int) -> str:
+def fetch_host_key(hostname: str, port: int, timeouts: SshTimeouts | None = None) -> str:
     """The server's host key as `"ssh-ed25519 AAAA…"` (for trust on first use); no login."""
-    transport = start_transport(hostname, port)
+    transport = start_transport(hostname, port, timeouts=timeouts)
     try:
         return key_line(transport.get_remote_server_key())
     finally:
