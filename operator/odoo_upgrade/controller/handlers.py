@@ -30,6 +30,7 @@ from odoo_upgrade.redact import forget_secrets, redact
 from odoo_upgrade.request.mover_result import Direction
 
 FINALIZER = f"{GROUP}/finalizer"
+WORKER_LIMIT = 32
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
@@ -42,6 +43,10 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # Resources applied by the hundred at once (an Argo CD sync) would each get a worker and
+    # an API connection of their own at the same moment; a bounded pool keeps the operator's
+    # memory flat in their number (each TLS connection holds ~256 KiB of buffers).
+    settings.batching.worker_limit = WORKER_LIMIT
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "odoo-upgrade-operator"
     settings.posting.event_name_prefix = "odoo-upgrade-"
