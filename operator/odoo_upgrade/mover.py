@@ -1,4 +1,4 @@
-"""`odoo-upgrade mover upload|download`: the entrypoint of the mover Jobs.
+"""`odoo-upgrade mover upload|download|check|dump|restore`: the entrypoint of the mover Jobs.
 
 A mover knows nothing of kopf or the Kubernetes API (its pod has no token). It reads the request
 from the files of the mounted request Secret, moves one dump with `odoo_upgrade.transfer`, prints
@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 
 import click
 
+from odoo_upgrade.cli import LazyGroup
 from odoo_upgrade.platform import PlatformError, PlatformFailure
 from odoo_upgrade.platform.v1 import DatabaseV1
 from odoo_upgrade.redact import install_log_redaction, redact, register_secret
@@ -301,7 +302,21 @@ TERMINATION_LOG = click.option(
 )
 
 
-@click.group("mover")
+# The database directions, loaded only when invoked (odoo_upgrade.mover_database).
+DATABASE_COMMANDS = {
+    "check": (
+        "odoo_upgrade.mover_database:check_command",
+        "Pre-flight: databases reachable, versions, restore target and filestore free.",
+    ),
+    "dump": ("odoo_upgrade.mover_database:dump_command", "Dump a live database to a new file."),
+    "restore": (
+        "odoo_upgrade.mover_database:restore_command",
+        "Restore the upgraded dump into a new, verified database.",
+    ),
+}
+
+
+@click.group("mover", cls=LazyGroup, lazy_commands=DATABASE_COMMANDS)
 def mover_group() -> None:
     """Mover Job entrypoint: move one dump between a volume and the Upgrade Platform."""
     _setup_logging()

@@ -12,7 +12,14 @@ import yaml
 
 from odoo_upgrade.controller import conditions as cond
 from odoo_upgrade.controller.spec import MIN_POLL_INTERVAL
-from odoo_upgrade.controller.status import downloaded_status, platform_status, uploaded_status
+from odoo_upgrade.controller.status import (
+    downloaded_status,
+    dumped_status,
+    platform_status,
+    preflight_status,
+    restored_status,
+    uploaded_status,
+)
 from odoo_upgrade.platform import Failure, UpgradeRequest
 from odoo_upgrade.platform.v1 import public_status
 from odoo_upgrade.request.mover_result import MoverResult
@@ -128,6 +135,7 @@ def test_request_defining_fields_are_immutable_once_the_request_exists(
         ".spec.filename",
         ".spec.timezone",
         ".spec.source",
+        ".spec.restore",
         ".spec.transport",
         ".spec.platform.url",
     }
@@ -157,6 +165,14 @@ def a_full_status() -> dict[str, Any]:
     result = MoverResult.from_json({"bytes": 3, "sha256": "ab", "attempts": 2, "transport": "sftp"})
     upload = {**uploaded_status(result, "auto"), "startedAt": cond.now_rfc3339()}
     download = {**downloaded_status(result, "upgraded/a.dump"), "startedAt": cond.now_rfc3339()}
+    checked = MoverResult.from_json(
+        {"source": {"serverVersion": "15.18"}, "restore": {"serverVersion": "16.2"}}
+    )
+    dumped = MoverResult.from_json({"bytes": 5, "sha256": "cd", "serverVersion": "15.18"})
+    restored = MoverResult.from_json(
+        {"database": "acme_18", "baseVersion": "18.0.1.3", "filestoreFiles": 301}
+    )
+    started = {"startedAt": cond.now_rfc3339()}
     failure = Failure("TARGET:INVALID", "Invalid value", code="c", value="5.0", expected=["18.0"])
     return {
         "phase": cond.SUCCEEDED,
@@ -171,6 +187,9 @@ def a_full_status() -> dict[str, Any]:
         "platform": platform_status(public_status(request), cond.now_rfc3339()),
         "upload": upload,
         "download": download,
+        "preflight": {**preflight_status(checked), **started},
+        "dump": {**dumped_status(dumped), **started},
+        "restore": {**restored_status(restored), **started},
         "failures": [failure.to_json()],
         "conditions": conditions,
     }

@@ -6,8 +6,11 @@ request id in status or in the request Secret means "never create again", an int
 without an id means "the outcome is unknown, never create again", an existing mover Job is
 adopted, not duplicated. Each step persists what it did before the next one may start.
 
-    validate_prerequisites -> create_request -> upload_dump -> start_processing
-        -> poll_platform -> download_dump -> succeed
+    validate_prerequisites -> [check_databases -> dump_source_database] -> create_request
+        -> upload_dump -> start_processing -> poll_platform -> download_dump
+        -> [restore_upgraded_dump] -> succeed
+
+The bracketed steps (with spec.source.database / spec.restore) live in `database_steps`.
 
 Steps return `Again(after=…)` or `FINISHED` (controller.outcomes).
 """
@@ -21,6 +24,7 @@ import time
 
 from odoo_upgrade.controller import conditions as cond
 from odoo_upgrade.controller import metrics, settings
+from odoo_upgrade.controller.database_steps import DATABASE_STEPS
 from odoo_upgrade.controller.jobs import request_secret_name
 from odoo_upgrade.controller.kube import NotFound, decode_secret
 from odoo_upgrade.controller.mover_steps import DOWNLOAD, UPLOAD, drive_mover
@@ -480,6 +484,8 @@ async def retry_download_after_spec_change(upgrade: Upgrade) -> StepResult:
 async def succeed(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
     """Ready=True: the upgraded dump is on the destination volume."""
     message = f"upgraded to {spec.target}: {spec.destination.path} on {spec.destination.claim_name}"
+    if spec.restore is not None:
+        message += f", restored as database {spec.restore.database.name!r}"
     await upgrade.patch_status(
         phase=cond.SUCCEEDED,
         conditions=[(cond.READY, cond.TRUE, "Succeeded", message)],
@@ -499,12 +505,18 @@ def progress_of(upgrade: Upgrade, spec: UpgradeSpec) -> Progress:
     conditions = upgrade.conditions
     state = (upgrade.status.get("platform") or {}).get("state")
     return Progress(
+        check_wanted=spec.touches_databases,
+        checked=bool((upgrade.status.get("preflight") or {}).get("completedAt")),
+        dump_wanted=spec.source_database is not None,
+        dumped=cond.is_true(conditions, cond.DUMPED),
         created=upgrade.request_id is not None,
         uploaded=cond.is_true(conditions, cond.UPLOADED),
         processed=cond.is_true(conditions, cond.PROCESSED),
         upgraded=upgrade.phase == cond.DOWNLOADING
         or states_of(spec.platform_api).classify(state) is StateClass.SUCCEEDED,
         downloaded=cond.is_true(conditions, cond.DOWNLOADED),
+        restore_wanted=spec.restore is not None,
+        restored=cond.is_true(conditions, cond.RESTORED),
     )
 
 
@@ -546,6 +558,10 @@ async def run_step(upgrade: Upgrade, spec: UpgradeSpec, step: Step) -> StepResul
     if step is Step.CREATE:
         contract = await validate_prerequisites(upgrade, spec)
         return await create_request(upgrade, spec, contract or "")
+    if step in DATABASE_STEPS:  # each checks the prerequisites before its Job starts
+        return await DATABASE_STEPS[step](
+            upgrade, spec, lambda: validate_prerequisites(upgrade, spec)
+        )
     # Upload and download check their prerequisites before they start a mover Job.
     steps = {
         Step.UPLOAD: upload_dump,

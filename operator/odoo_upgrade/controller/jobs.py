@@ -1,9 +1,10 @@
 """Mover Job manifests (pure functions: spec in, dict out) and reading a Job's outcome.
 
-Names are deterministic (`<name>-upload`, `<name>-download`) so that a restarted operator finds
-the Job it created before instead of starting a second transfer. Pods run non-root with a
-read-only root filesystem, no capabilities and no service-account token: a mover only needs the
-request Secret and its volumes.
+Names are deterministic (`<name>-upload`, `<name>-download`, `<name>-check`, `<name>-dump`,
+`<name>-restore`) so that a restarted operator finds the Job it created before instead of
+starting a second transfer. Pods run non-root with a read-only root filesystem, no capabilities
+and no service-account token: a mover only needs the request Secret (or a database connection
+Secret, mounted as a volume) and its volumes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ REQUEST_DIR = "/var/run/odoo-upgrade/request"
 SOURCE_MOUNT = "/data/source"
 DESTINATION_MOUNT = "/data/destination"
 TERMINATION_LOG = "/dev/termination-log"
+# Database Jobs: the connection Secrets as volumes (the password never in args or env), the
+# filestore PVC, and TMPDIR on a memory-backed emptyDir (libpq's password file lives there).
+SOURCE_DATABASE_DIR = "/var/run/odoo-upgrade/source-database"
+RESTORE_DATABASE_DIR = "/var/run/odoo-upgrade/restore-database"
+FILESTORE_MOUNT = "/data/filestore"
+PRIVATE_TMP = "/var/run/odoo-upgrade/tmp"
 CONTAINER_NAME = "mover"
 MOVER_UID = 65532
 
@@ -121,6 +128,17 @@ def _container_security_context() -> dict[str, Any]:
     }
 
 
+def _secret_volume(name: str, secret_name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "secret": {
+            "secretName": secret_name,
+            # Group-readable: the kubelet gives the files to fsGroup, the mover runs in it.
+            "defaultMode": 0o440,
+        },
+    }
+
+
 def _job(
     owner: Owner,
     name: str,
@@ -128,16 +146,16 @@ def _job(
     volumes: list[dict[str, Any]],
     mounts: list[dict[str, Any]],
     image: str | None = None,
+    *,
+    request_secret: bool = True,
+    env: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     job_labels = labels(owner)
-    request_volume = {
-        "name": "request",
-        "secret": {
-            "secretName": request_secret_name(owner.name),
-            # Group-readable: the kubelet gives the files to fsGroup, the mover runs in it.
-            "defaultMode": 0o440,
-        },
-    }
+    own_volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    own_mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if request_secret:
+        own_volumes.insert(0, _secret_volume("request", request_secret_name(owner.name)))
+        own_mounts.insert(0, {"name": "request", "mountPath": REQUEST_DIR, "readOnly": True})
     container = {
         "name": CONTAINER_NAME,
         "image": image or mover_image(),
@@ -146,16 +164,13 @@ def _job(
         "env": [
             {"name": "HOME", "value": "/tmp"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
+            *env,
         ],
         "securityContext": _container_security_context(),
         "resources": settings.current().mover_resources.to_json(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [
-            {"name": "request", "mountPath": REQUEST_DIR, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-            *mounts,
-        ],
+        "volumeMounts": [*own_mounts, *mounts],
     }
     return {
         "apiVersion": "batch/v1",
@@ -193,7 +208,7 @@ def _job(
                     "enableServiceLinks": False,
                     "securityContext": _pod_security_context(),
                     "containers": [container],
-                    "volumes": [request_volume, {"name": "tmp", "emptyDir": {}}, *volumes],
+                    "volumes": [*own_volumes, *volumes],
                 },
             },
         },
@@ -208,7 +223,13 @@ def _deadline() -> dict[str, Any]:
 
 def mover_job_spec(owner: Owner, spec: UpgradeSpec, direction: Direction) -> dict[str, Any]:
     """The Job of one mover direction (one contract for all: docs/INTERNALS.md)."""
-    builders = {Direction.UPLOAD: upload_job_spec, Direction.DOWNLOAD: download_job_spec}
+    builders = {
+        Direction.UPLOAD: upload_job_spec,
+        Direction.DOWNLOAD: download_job_spec,
+        Direction.CHECK: check_job_spec,
+        Direction.DUMP: dump_job_spec,
+        Direction.RESTORE: restore_job_spec,
+    }
     if direction not in builders:
         raise ValueError(f"no mover Job for direction {direction}")
     return builders[direction](owner, spec)
@@ -260,6 +281,145 @@ def download_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
     }
     mount = {"name": "destination", "mountPath": DESTINATION_MOUNT}
     return _job(owner, download_job_name(owner.name), args, [volume], [mount])
+
+
+def database_image() -> str:
+    """The image of check, dump and restore Jobs (`--database-image`), else the mover image."""
+    return settings.current().database_image or mover_image()
+
+
+class DatabaseJobParts:
+    """Volumes and mounts of a database Job: one volume per claim or Secret, mounted where
+    needed (a claim read-only wherever it is only read)."""
+
+    def __init__(self) -> None:
+        self.volumes: list[dict[str, Any]] = [
+            # Memory-backed: libpq's password file never reaches a disk.
+            {"name": "private-tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
+        ]
+        self.mounts: list[dict[str, Any]] = [{"name": "private-tmp", "mountPath": PRIVATE_TMP}]
+        self._claims: dict[str, dict[str, Any]] = {}
+        self._secrets: dict[str, str] = {}
+
+    def claim(self, claim_name: str, mount_path: str, *, read_only: bool) -> None:
+        volume = self._claims.get(claim_name)
+        if volume is None:
+            volume = {
+                "name": f"claim-{len(self._claims)}",
+                "persistentVolumeClaim": {"claimName": claim_name, "readOnly": read_only},
+            }
+            self._claims[claim_name] = volume
+            self.volumes.append(volume)
+        elif not read_only:  # another mount of this claim writes: the volume may not be ro
+            volume["persistentVolumeClaim"]["readOnly"] = False
+        mount: dict[str, Any] = {"name": volume["name"], "mountPath": mount_path}
+        if read_only:
+            mount["readOnly"] = True
+        self.mounts.append(mount)
+
+    def secret(self, secret_name: str, mount_path: str) -> None:
+        name = self._secrets.get(secret_name)
+        if name is None:
+            name = f"connection-{len(self._secrets)}"
+            self._secrets[secret_name] = name
+            self.volumes.append(_secret_volume(name, secret_name))
+        self.mounts.append({"name": name, "mountPath": mount_path, "readOnly": True})
+
+    def job(self, owner: Owner, direction: Direction, args: list[str]) -> dict[str, Any]:
+        return _job(
+            owner,
+            mover_job_name(owner.name, direction),
+            [direction.value, *args, "--termination-log", TERMINATION_LOG],
+            self.volumes,
+            self.mounts,
+            database_image(),
+            request_secret=False,
+            env=[{"name": "TMPDIR", "value": PRIVATE_TMP}],
+        )
+
+
+def _filestore_args(parts: DatabaseJobParts, spec: UpgradeSpec, *, read_only: bool) -> list[str]:
+    filestore = spec.restore.filestore if spec.restore else None
+    if filestore is None:
+        return []
+    parts.claim(filestore.claim_name, FILESTORE_MOUNT, read_only=read_only)
+    return [
+        "--filestore-source",
+        posixpath.join(FILESTORE_MOUNT, filestore.source_path),
+        "--filestore-path",
+        posixpath.join(FILESTORE_MOUNT, filestore.path),
+    ]
+
+
+def check_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
+    """The pre-flight Job: connects, compares versions and looks at paths; changes nothing.
+
+    Every volume read-only; `odoo-upgrade mover check`."""
+    parts = DatabaseJobParts()
+    args = ["--target", spec.target, "--token", owner.uid]
+    if spec.source_database is not None:
+        parts.secret(spec.source_database.secret_name, SOURCE_DATABASE_DIR)
+        parts.claim(spec.source.claim_name, SOURCE_MOUNT, read_only=True)
+        args += [
+            "--source-secret-dir",
+            SOURCE_DATABASE_DIR,
+            "--source-database",
+            spec.source_database.name,
+            "--dump-destination",
+            posixpath.join(SOURCE_MOUNT, spec.source.path),
+        ]
+    if spec.restore is not None:
+        parts.secret(spec.restore.database.secret_name, RESTORE_DATABASE_DIR)
+        args += [
+            "--restore-secret-dir",
+            RESTORE_DATABASE_DIR,
+            "--restore-database",
+            spec.restore.database.name,
+            *_filestore_args(parts, spec, read_only=True),
+        ]
+    return parts.job(owner, Direction.CHECK, args)
+
+
+def dump_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
+    """The dump Job: `mover dump` of source.database to source.path (the source PVC written)."""
+    if spec.source_database is None:
+        raise ValueError("no dump Job without spec.source.database")
+    parts = DatabaseJobParts()
+    parts.secret(spec.source_database.secret_name, SOURCE_DATABASE_DIR)
+    parts.claim(spec.source.claim_name, SOURCE_MOUNT, read_only=False)
+    args = [
+        "--secret-dir",
+        SOURCE_DATABASE_DIR,
+        "--database",
+        spec.source_database.name,
+        "--destination",
+        posixpath.join(SOURCE_MOUNT, spec.source.path),
+    ]
+    return parts.job(owner, Direction.DUMP, args)
+
+
+def restore_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
+    """The restore Job: `mover restore` of the downloaded dump (destination PVC read-only)
+    into restore.database, verified, and the filestore built (its PVC written)."""
+    if spec.restore is None:
+        raise ValueError("no restore Job without spec.restore")
+    parts = DatabaseJobParts()
+    parts.secret(spec.restore.database.secret_name, RESTORE_DATABASE_DIR)
+    parts.claim(spec.destination.claim_name, DESTINATION_MOUNT, read_only=True)
+    args = [
+        "--secret-dir",
+        RESTORE_DATABASE_DIR,
+        "--database",
+        spec.restore.database.name,
+        "--dump",
+        posixpath.join(DESTINATION_MOUNT, spec.destination.path),
+        "--target",
+        spec.target,
+        "--token",
+        owner.uid,
+        *_filestore_args(parts, spec, read_only=False),
+    ]
+    return parts.job(owner, Direction.RESTORE, args)
 
 
 @dataclass(frozen=True)

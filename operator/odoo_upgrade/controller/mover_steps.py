@@ -62,6 +62,8 @@ DOWNLOAD = MoverStep(
 )
 
 OnSuccess = Callable[[MoverResult], Awaitable[StepResult]]
+# A step's own answer to a failure (e.g. wait until the user fixes it); None: the usual one.
+OnFailure = Callable[[MoverJob, MoverResult], Awaitable[StepResult | None]]
 
 
 # How often a running mover Job is looked at (progress, a stuck pod): 10 s after it starts,
@@ -86,6 +88,7 @@ async def drive_mover(
     *,
     started: dict[str, Any],
     before_start: Callable[[], Awaitable[None]] | None = None,
+    on_failure: OnFailure | None = None,
 ) -> StepResult:
     """Start, watch or conclude the step's mover Job (`started`: status fields at start)."""
     mover = await upgrade.movers.find(step.direction)
@@ -121,6 +124,8 @@ async def drive_mover(
         result = MoverResult.failure(
             (mover.problem or outcome.reason).split(":")[0], why, transient=True
         )
+    if on_failure is not None and (handled := await on_failure(mover, result)) is not None:
+        return handled
     return await mover_failed(upgrade, spec, step, result)
 
 

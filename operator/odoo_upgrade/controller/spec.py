@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from odoo_upgrade.database.errors import DatabaseNameInvalid
+from odoo_upgrade.database.server import validate_database_name
 from odoo_upgrade.request.platform import DEFAULT_PLATFORM_URL, PlatformApi
 from odoo_upgrade.request.transport import DEFAULT_SFTP_THRESHOLD_BYTES, may_use_sftp
 from odoo_upgrade.request.upgraded import UpgradedFormat
@@ -88,6 +90,32 @@ class VolumePath:
 
 
 @dataclass(frozen=True)
+class DatabaseRef:
+    """A PostgreSQL database and the Secret holding how to reach it (CloudNativePG's
+    `<cluster>-app` keys: host, port, username, password, optional sslmode)."""
+
+    name: str
+    secret_name: str
+
+
+@dataclass(frozen=True)
+class FilestoreSpec:
+    """The new database's filestore: `path` = copy of `source_path` + the upgraded one."""
+
+    claim_name: str
+    source_path: str
+    path: str
+
+
+@dataclass(frozen=True)
+class RestoreSpec:
+    """Where the upgraded dump is restored: a NEW database, and optionally its filestore."""
+
+    database: DatabaseRef
+    filestore: FilestoreSpec | None
+
+
+@dataclass(frozen=True)
 class UpgradeSpec:
     """What the user asked for, with defaults applied (DESIGN.md §3)."""
 
@@ -106,6 +134,13 @@ class UpgradeSpec:
     poll_interval: float
     sftp_host_key: str | None
     sftp_threshold_bytes: int
+    source_database: DatabaseRef | None = None  # dumped to source.path before `create`
+    restore: RestoreSpec | None = None  # the upgraded dump restored after the download
+
+    @property
+    def touches_databases(self) -> bool:
+        """Whether a database is dumped or restored (a pre-flight check comes first)."""
+        return self.source_database is not None or self.restore is not None
 
     @property
     def uses_sftp(self) -> bool:
@@ -138,6 +173,45 @@ def _choice(
     if value not in allowed:
         raise SpecError(field, f"expected one of {', '.join(allowed)}, got {value!r}")
     return value
+
+
+def _database(section: Mapping[str, Any], field: str) -> DatabaseRef:
+    name = _string(section, "name", f"{field}.name")
+    try:
+        validate_database_name(name, f"spec.{field}.name")
+    except DatabaseNameInvalid as error:
+        raise SpecError(f"{field}.name", str(error).split(": ", 1)[-1]) from None
+    secret = _section(section, "connectionSecretRef")
+    return DatabaseRef(name, _string(secret, "name", f"{field}.connectionSecretRef.name"))
+
+
+def _filestore(section: Mapping[str, Any]) -> FilestoreSpec:
+    field = "restore.filestore"
+    source_path = check_relative_path(
+        _string(section, "sourcePath", f"{field}.sourcePath"), f"{field}.sourcePath"
+    )
+    path = check_relative_path(_string(section, "path", f"{field}.path"), f"{field}.path")
+    source, target = source_path.rstrip("/"), path.rstrip("/")
+    if source == target or target.startswith(source + "/") or source.startswith(target + "/"):
+        raise SpecError(
+            f"{field}.path",
+            f"{path!r} and sourcePath {source_path!r} overlap: the new filestore must lie "
+            "outside the production one",
+        )
+    return FilestoreSpec(_string(section, "claimName", f"{field}.claimName"), source_path, path)
+
+
+def _restore(spec: Mapping[str, Any]) -> RestoreSpec | None:
+    if spec.get("restore") is None:
+        return None
+    section = _section(spec, "restore")
+    if section.get("database") is None:
+        raise SpecError("restore.database", "is required")
+    filestore = _section(section, "filestore") if section.get("filestore") is not None else None
+    return RestoreSpec(
+        _database(_section(section, "database"), "restore.database"),
+        _filestore(filestore) if filestore is not None else None,
+    )
 
 
 def parse_spec(spec: Mapping[str, Any]) -> UpgradeSpec:
@@ -198,4 +272,10 @@ def parse_spec(spec: Mapping[str, Any]) -> UpgradeSpec:
         poll_interval=parse_duration(poll) if isinstance(poll, str) else DEFAULT_POLL_INTERVAL,
         sftp_host_key=str(host_key) if host_key else None,
         sftp_threshold_bytes=threshold,
+        source_database=(
+            _database(_section(source, "database"), "source.database")
+            if source.get("database") is not None
+            else None
+        ),
+        restore=_restore(spec),
     )

@@ -72,6 +72,41 @@ def downloaded_status(result: MoverResult, path: str) -> dict[str, Any]:
     }
 
 
+def preflight_status(result: MoverResult) -> dict[str, Any]:
+    """`.status.preflight` once the check Job passed (server versions from its details)."""
+    source = result.details.get("source") or {}
+    restore = result.details.get("restore") or {}
+    return {
+        "completedAt": cond.now_rfc3339(),
+        "sourceServerVersion": source.get("serverVersion"),
+        "restoreServerVersion": restore.get("serverVersion"),
+    }
+
+
+def dumped_status(result: MoverResult) -> dict[str, Any]:
+    """`.status.dump` once the dump Job wrote the dump."""
+    size = result.bytes or 0
+    return {
+        "bytes": size,
+        "sha256": result.sha256,
+        "serverVersion": result.details.get("serverVersion"),
+        "bytesDone": size,
+        "bytesTotal": size,
+        "completedAt": cond.now_rfc3339(),
+    }
+
+
+def restored_status(result: MoverResult) -> dict[str, Any]:
+    """`.status.restore` once the restore Job restored and verified the database."""
+    files = result.details.get("filestoreFiles")
+    return {
+        "database": result.details.get("database"),
+        "baseVersion": result.details.get("baseVersion"),
+        "filestoreFiles": files if isinstance(files, int) else None,
+        "completedAt": cond.now_rfc3339(),
+    }
+
+
 def seconds_since(timestamp: str | None) -> float | None:
     if not timestamp:
         return None

@@ -14,7 +14,7 @@ from odoo_upgrade.database.connection import (
     settings_from_secret_dir,
     settings_from_url,
 )
-from odoo_upgrade.database.dump import DumpResult, dump_database
+from odoo_upgrade.database.dump import DumpResult, check_dump_destination, dump_database
 from odoo_upgrade.database.errors import (
     CLIENT_IMAGE_HINT,
     FILESTORE_FIELDS,
@@ -114,6 +114,7 @@ __all__ = [
     "ServerVersion",
     "SourceCheck",
     "build_filestore",
+    "check_dump_destination",
     "check_filestore",
     "check_restore_target",
     "check_source",

@@ -65,6 +65,14 @@ def _refuse_existing(destination: Path, path_field: str) -> None:
         )
 
 
+def check_dump_destination(destination: str | Path, *, path_field: str = "source.path") -> None:
+    """The pre-flight rule of a dump's file: nothing exists under its name yet."""
+    try:
+        refuse_existing(Path(destination))
+    except DestinationExists:
+        raise _exists_already(Path(destination), path_field) from None
+
+
 def _open_part(destination: Path, path_field: str) -> PartFile:
     _refuse_existing(destination, path_field)
     try:

@@ -20,6 +20,7 @@ from typing import Any
 class Direction(StrEnum):
     """What a mover Job does; also the suffix of its Job name (`<name>-upload`, ...)."""
 
+    CHECK = "check"  # pre-flight of the databases and the filestore: changes nothing
     DUMP = "dump"
     UPLOAD = "upload"
     DOWNLOAD = "download"

@@ -3,7 +3,7 @@
 Both drivers use it: the operator derives `Progress` from `.status`, the CLI from its state
 file. Neither keeps the flow's position anywhere else, so a restart resumes where it stopped.
 
-    dump -> create -> upload -> process -> wait -> download -> restore -> finish
+    check -> dump -> create -> upload -> process -> wait -> download -> restore -> finish
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from enum import StrEnum
 class Step(StrEnum):
     """One step of the flow (DESIGN.md §4), in order."""
 
+    CHECK = "check"  # pre-flight, only with a source database or a restore target
     DUMP = "dump"  # only with a source database
     CREATE = "create"
     UPLOAD = "upload"
@@ -29,6 +30,8 @@ class Step(StrEnum):
 class Progress:
     """What has been done and recorded for one request."""
 
+    check_wanted: bool = False  # a database is dumped or restored: pre-flight first
+    checked: bool = False
     dump_wanted: bool = False
     dumped: bool = False
     created: bool = False
@@ -43,9 +46,12 @@ class Progress:
 def next_step(progress: Progress) -> Step:
     """The first step not done yet.
 
-    The dump comes before `create`, so that a dump that fails never costs a platform request;
-    once the request exists its dump was made (or given), whatever the record says.
+    The pre-flight check and the dump come before `create`, so that a database that cannot be
+    dumped or restored never costs a platform request; once the dump exists the check is not
+    repeated, once the request exists its dump was made (or given), whatever the record says.
     """
+    if progress.check_wanted and not progress.checked and not (progress.dumped or progress.created):
+        return Step.CHECK
     if progress.dump_wanted and not progress.dumped and not progress.created:
         return Step.DUMP
     if not progress.created:
