@@ -291,7 +291,9 @@ class FakeCluster:
         for mount in container["volumeMounts"]:
             volume = volumes[mount["name"]]
             if "secret" in volume:
-                directory = work / "secret"
+                directory = (
+                    work / f"secret-{len(mapping)}"
+                )  # one per mount (a pod may have several)
                 directory.mkdir()
                 key = (namespace, volume["secret"]["secretName"])
                 for name, value in self.secret_values(*key).items() if key in self.secrets else ():

@@ -99,9 +99,12 @@ async def drive_mover(
         if await upgrade.movers.start(spec, step.direction):
             name = upgrade.movers.name(step.direction)
             message = f'{step.direction.value} Job "{name}" started'
+            shown = [(step.condition, cond.UNKNOWN, step.verb.capitalize(), message)]
+            if step.condition == cond.READY and upgrade.status.get("moverRetries"):
+                shown = []  # a retried check keeps Ready=False saying what it waits for
             await upgrade.patch_status(
                 phase=step.phase,
-                conditions=[(step.condition, cond.UNKNOWN, step.verb.capitalize(), message)],
+                conditions=shown,
                 message=message,
                 **{step.status_field: {"startedAt": cond.now_rfc3339(), **started}},
             )
