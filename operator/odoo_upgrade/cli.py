@@ -211,7 +211,10 @@ def request_key(key_file: Path | None) -> str:
             "odoo_upgrade.controller.entry:operator_command",
             "Run the Kubernetes operator (kopf).",
         ),
-        "mover": ("odoo_upgrade.mover:mover_group", "Mover Job entrypoint: upload or download."),
+        "mover": (
+            "odoo_upgrade.mover:mover_group",
+            "Mover Job entrypoint: upload, download, check, dump or restore.",
+        ),
     },
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EXIT_CODES_HELP,
@@ -246,8 +249,34 @@ def cli(ctx: click.Context, platform_url: str, verbose: bool) -> None:
 @click.option(
     "--dump",
     type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The database dump to upgrade (pg_dump custom, SQL, zip or gzip).",
+    help="The database dump to upgrade (pg_dump custom, SQL, zip or gzip). With --database: "
+    "where the dump is written first (default: <database>.dump here; never over a file).",
+)
+@click.option(
+    "--database",
+    help="Dump this live PostgreSQL database first (pg_dump --format=custom --no-owner), "
+    "reached with libpq's environment (PGHOST, PGPORT, PGUSER) or --pg-host/--pg-port/"
+    "--pg-user; the password only from PGPASSWORD or ~/.pgpass.",
+)
+@click.option("--pg-host", help="PostgreSQL server of --database and --restore-name (PGHOST).")
+@click.option("--pg-port", type=click.IntRange(1, 65535), help="Its port (PGPORT, 5432).")
+@click.option("--pg-user", help="The role to connect as (PGUSER).")
+@click.option(
+    "--restore-name",
+    help="Once downloaded, restore the upgraded dump into this NEW database on the same server "
+    "(restored under a temporary name, verified at --target, then renamed; an existing "
+    "database is never touched).",
+)
+@click.option(
+    "--filestore",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --restore-name: the source database's filestore (only read), copied with the "
+    "upgraded archive's filestore merged in.",
+)
+@click.option(
+    "--restore-filestore",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the new filestore goes (must not exist; default: <filestore>/../<restore-name>).",
 )
 @click.option("--target", required=True, help="Odoo version to upgrade to, e.g. 18.0.")
 @click.option("--aim", type=click.Choice(["test", "production"]), default="test", show_default=True)
@@ -307,7 +336,14 @@ def cli(ctx: click.Context, platform_url: str, verbose: bool) -> None:
 @click.pass_context
 def run(
     ctx: click.Context,
-    dump: Path,
+    dump: Path | None,
+    database: str | None,
+    pg_host: str | None,
+    pg_port: int | None,
+    pg_user: str | None,
+    restore_name: str | None,
+    filestore: Path | None,
+    restore_filestore: Path | None,
     target: str,
     aim: str,
     email: str | None,
@@ -332,6 +368,11 @@ def run(
     Example (CI, no prompts):
       ODOO_UPGRADE_CONTRACT=M123456-abcdef odoo-upgrade run --dump acme.dump \\
           --target 18.0 --email ops@acme.example
+    \b
+    From a live database to a restored, verified upgraded one (like the official script's
+    `test -d acme -t 18.0 -r acme_18`), resumable the same way:
+      PGHOST=db PGUSER=odoo PGPASSWORD=... odoo-upgrade run --database acme --target 18.0 \\
+          --email ops@acme.example --restore-name acme_18 --filestore filestore/acme
     """
     with exit_on_errors(json_output=json_output, rerun_hint="rerun the same command to continue"):
         from odoo_upgrade.runflow import (
@@ -341,6 +382,13 @@ def run(
             run_upgrade,
         )
 
+        databases = database_options(
+            database, pg_host, pg_port, pg_user, restore_name, filestore, restore_filestore
+        )
+        if dump is None:
+            if database is None:
+                raise UsageProblem("missing --dump FILE (or --database NAME to dump one first)")
+            dump = Path(f"{database}.dump")
         contract = None
         if contract_file is not None or os.environ.get("ODOO_UPGRADE_CONTRACT"):
             contract = read_secret_value(
@@ -362,12 +410,45 @@ def run(
             poll_interval=poll_interval,
             state_file=state_file or default_state_file(dump),
             show_progress=not no_progress,
+            databases=databases,
         )
         summary = run_async(run_upgrade(options, say))
         if json_output:
             print_json(summary.to_json())
         else:
             print_run_summary(summary.to_json())
+
+
+def database_options(
+    database: str | None,
+    pg_host: str | None,
+    pg_port: int | None,
+    pg_user: str | None,
+    restore_name: str | None,
+    filestore: Path | None,
+    restore_filestore: Path | None,
+) -> Any:
+    """`run`'s database flags as `run_database.DatabaseOptions` (None without any)."""
+    if filestore is not None and restore_name is None:
+        raise UsageProblem("--filestore needs --restore-name (the database it is copied for)")
+    if restore_filestore is not None and filestore is None:
+        raise UsageProblem("--restore-filestore needs --filestore (the filestore to copy)")
+    if database is None and restore_name is None:
+        if pg_host or pg_port or pg_user:
+            raise UsageProblem("--pg-host/--pg-port/--pg-user need --database or --restore-name")
+        return None
+    from odoo_upgrade.database import settings_from_environment
+    from odoo_upgrade.run_database import DatabaseOptions
+
+    if filestore is not None and restore_filestore is None and restore_name is not None:
+        restore_filestore = filestore.parent / restore_name  # Odoo's <data_dir>/filestore/<db>
+    return DatabaseOptions(
+        settings=settings_from_environment(host=pg_host, port=pg_port, user=pg_user),
+        source=database,
+        restore=restore_name,
+        filestore=filestore,
+        restore_filestore=restore_filestore,
+    )
 
 
 def print_run_summary(data: dict[str, Any]) -> None:
@@ -385,8 +466,18 @@ def print_run_summary(data: dict[str, Any]) -> None:
         ("downloaded", size(data["bytes_downloaded"])),
         ("sha256", data["sha256"] or "-"),
         ("output", data["output"]),
-        ("elapsed", format_duration(data["elapsed_seconds"])),
     ]
+    database = data.get("database") or {}
+    if database.get("dumped"):
+        rows.insert(
+            3, ("dumped", f"{database['dumped']} (PostgreSQL {database['server_version']})")
+        )
+    if database.get("restored"):
+        files = database.get("filestore_files")
+        rows.append(("restored", f"{database['restored']} (base {database['base_version']})"))
+        if files is not None:
+            rows.append(("filestore", f"{files} files"))
+    rows.append(("elapsed", format_duration(data["elapsed_seconds"])))
     click.echo("upgrade finished:")
     for name, value in rows:
         click.echo(f"  {name + ':':16}{value}")

@@ -33,7 +33,8 @@ EXIT_CODES_HELP = (
     "\b\nExit codes:\n"
     "  0    success\n"
     "  1    the platform refused (its failures are printed) or a transfer failed\n"
-    "  2    usage error or bad input (missing contract, existing output, state file mismatch)\n"
+    "  2    usage error or bad input (missing contract, existing output, state file mismatch,\n"
+    "       a database not found, refused credentials, a restore target that exists)\n"
     "  3    the upgrade ended `invalid` (the platform's customer message is printed)\n"
     "  4    transient platform or network errors persisted after every retry\n"
     "  130  interrupted (Ctrl-C); rerunning `run` continues the same request"
@@ -59,12 +60,17 @@ def describe_failure(failure: Failure) -> list[str]:
 def exit_code_for(exc: BaseException) -> int:
     """The documented exit code of an error (see EXIT_CODES_HELP)."""
     # Imported here: the transfer and run modules pull in httpx/paramiko, which --help must not.
+    from odoo_upgrade.database import FIXED_OUTSIDE, DatabaseError
     from odoo_upgrade.runflow import RunRefused, UpgradeInvalid
     from odoo_upgrade.runstate import StateFileError
     from odoo_upgrade.transfer import DestinationExists, TransferError
 
     if isinstance(exc, UsageProblem | RunRefused | StateFileError | DestinationExists):
         return EXIT_USAGE
+    if isinstance(exc, DatabaseError):  # bad input names the flag; a failed dump/restore is 1
+        if exc.transient:
+            return EXIT_TRANSIENT_EXHAUSTED
+        return EXIT_USAGE if exc.reason in FIXED_OUTSIDE else EXIT_PLATFORM_FAILURE
     if isinstance(exc, UpgradeInvalid):
         return EXIT_INVALID
     if isinstance(exc, PlatformOutcomeUnknown):

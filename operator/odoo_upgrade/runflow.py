@@ -1,9 +1,11 @@
 """`odoo-upgrade run`: the whole flow outside Kubernetes, one named step after the other.
 
-create → upload → process → wait → download, in the order `request.steps.next_step` gives
-(the operator follows the same). The state file (`odoo_upgrade.runstate`) is written after
-each step and before the next one, so a rerun after a crash or Ctrl-C continues the same
-request from where it stopped and never opens a second one.
+[check → dump] → create → upload → process → wait → download → [restore], in the order
+`request.steps.next_step` gives (the operator follows the same; the bracketed steps come with
+`--database` / `--restore-name`, in `odoo_upgrade.run_database`). The state file
+(`odoo_upgrade.runstate`) is written after each step and before the next one, so a rerun after
+a crash or Ctrl-C continues the same request from where it stopped and never opens a second
+one.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import fcntl
 import functools
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +34,21 @@ from odoo_upgrade.request.steps import Progress, next_step
 from odoo_upgrade.request.steps import Step as FlowStep
 from odoo_upgrade.request.transport import choose_transport
 from odoo_upgrade.request.upgraded import upgraded_url
-from odoo_upgrade.runstate import RunState, load_state, save_state
+from odoo_upgrade.run_database import (
+    DatabaseOptions,
+    dump_source,
+    preflight,
+    restore_token,
+    restore_upgraded,
+)
+from odoo_upgrade.runstate import (
+    DumpRecord,
+    RunState,
+    load_dump_record,
+    load_state,
+    save_dump_record,
+    save_state,
+)
 from odoo_upgrade.runstate import Step as Reached
 from odoo_upgrade.transfer import (
     DestinationExists,
@@ -80,6 +97,7 @@ class RunOptions:
     poll_interval: float
     state_file: Path
     show_progress: bool
+    databases: DatabaseOptions | None = None  # --database / --restore-name
 
 
 @dataclass(frozen=True)
@@ -96,9 +114,12 @@ class RunSummary:
     sha256: str | None
     output: str
     elapsed_seconds: float
+    database: dict[str, Any] | None = None  # what was dumped and restored, with --database
 
     def to_json(self) -> dict[str, Any]:
+        extra = {"database": self.database} if self.database is not None else {}
         return {
+            **extra,
             "request_id": self.request_id,
             "target": self.target,
             "platform_state": self.platform_state,
@@ -158,26 +179,42 @@ def exclusive_run(dump: Path) -> Iterator[None]:
 async def _run_locked(options: RunOptions, say: Say) -> RunSummary:
     started = time.monotonic()
     state = load_state(options.state_file)
-    if state is None:
-        check_first_run(options)
-    else:
+    dumped = load_dump_record(options.state_file) if state is None else None
+    if state is not None:
         check_state_matches(state, options)
         register_secret(state.key, state.ssh_private_key)
         say(f"continuing request {state.request_id} (step reached: {state.step})")
+    else:
+        if dumped is not None:
+            check_dump_matches(dumped, options)
+            say(f"continuing after the dump of database {dumped.database!r} (no request yet)")
+        check_first_run(options, dumped=dumped)
+    checked = False
 
     async with PlatformClient(options.platform_url) as client:
-        if state is None:
-            state = await create_request(client, options, say)
-        elif not state.step.reached(Reached.PROCESSING):
+        if state is not None and not state.step.reached(Reached.PROCESSING):
             await skip_steps_the_platform_already_did(client, state, options, say)
         steps = {
             FlowStep.UPLOAD: upload_dump,
             FlowStep.PROCESS: start_processing,
             FlowStep.WAIT: wait_until_processed,
             FlowStep.DOWNLOAD: download_upgraded_dump,
+            FlowStep.RESTORE: restore_upgraded_dump,
         }
-        while (step := next_step(progress_of(state))) is not FlowStep.FINISH:
-            await steps[step](client, state, options, say)
+        while (step := next_step(run_progress(state, dumped, options, checked))) is not (
+            FlowStep.FINISH
+        ):
+            if step is FlowStep.CHECK:
+                await check_databases(options, say)
+                checked = True
+            elif step is FlowStep.DUMP:
+                dumped = await dump_database_first(options, say)
+            elif step is FlowStep.CREATE:
+                state = await create_request(client, options, say, dumped)
+            else:
+                assert state is not None  # every later step comes after `create`
+                await steps[step](client, state, options, say)
+    assert state is not None
 
     return RunSummary(
         request_id=state.request_id,
@@ -190,21 +227,65 @@ async def _run_locked(options: RunOptions, say: Say) -> RunSummary:
         sha256=state.download_sha256,
         output=state.output or str(options.output),
         elapsed_seconds=time.monotonic() - started,
+        database=database_summary(state) if options.databases is not None else None,
     )
 
 
-def check_first_run(options: RunOptions) -> None:
-    """Refuse before `create` whatever would fail later: a request costs the customer."""
+def database_summary(state: RunState) -> dict[str, Any]:
+    return {
+        "dumped": state.database,
+        "dump_sha256": state.dump_sha256,
+        "server_version": state.dump_server_version,
+        "restored": state.restore_name,
+        "base_version": state.restore_base_version,
+        "filestore_files": state.restore_filestore_files,
+    }
+
+
+def check_first_run(options: RunOptions, *, dumped: DumpRecord | None = None) -> None:
+    """Refuse before `create` whatever would fail later: a request costs the customer.
+
+    With `--database` the dump is made first (the pre-flight step checks the database)."""
     if not options.contract:
         raise RunRefused("missing contract: pass --contract-file FILE or set ODOO_UPGRADE_CONTRACT")
     if not options.email:
         raise RunRefused("missing --email: the platform requires an email address")
-    if not options.dump.is_file():
+    dumping = options.databases is not None and options.databases.source is not None
+    if not dumping and not options.dump.is_file():
         raise RunRefused(f"--dump {options.dump}: not a readable file")
+    if dumping and dumped is None and os.path.lexists(options.dump):
+        raise RunRefused(
+            f"--dump {options.dump} exists already; with --database the dump is written there "
+            "and never over a file (move it away or pass another --dump)"
+        )
     if options.output.exists():
         raise RunRefused(
             f"--output {options.output} exists already; it is never overwritten "
             "(move it away or pass another --output)"
+        )
+
+
+def check_dump_matches(record: DumpRecord, options: RunOptions) -> None:
+    """A recorded dump continues only the run it was made for, and only unchanged."""
+    source = options.databases.source if options.databases is not None else None
+    mismatches = []
+    if record.database != source:
+        mismatches.append(f"database {record.database!r} (given {source!r})")
+    if record.dump != str(options.dump.resolve()):
+        mismatches.append(f"dump {record.dump!r} (given {str(options.dump.resolve())!r})")
+    if record.target != options.target:
+        mismatches.append(f"target {record.target!r} (given {options.target!r})")
+    if mismatches:
+        raise RunRefused(
+            f"state file {options.state_file} records a dump for "
+            + ", ".join(mismatches)
+            + "; pass the same arguments to continue, or another --state-file"
+        )
+    size = options.dump.stat().st_size if options.dump.is_file() else None
+    if size != record.dump_size:
+        raise RunRefused(
+            f"--dump {options.dump} changed since it was dumped ({record.dump_size} bytes then, "
+            f"{size} now); refusing to upload a different file"
         )
 
 
@@ -232,6 +313,25 @@ def check_state_matches(state: RunState, options: RunOptions) -> None:
             )
 
 
+def run_progress(
+    state: RunState | None, dumped: DumpRecord | None, options: RunOptions, checked: bool
+) -> Progress:
+    """What the state file (and this run, for the pre-flight) records as done."""
+    base = progress_of(state) if state is not None else Progress()
+    databases = options.databases
+    if databases is None:
+        return base
+    return replace(
+        base,
+        check_wanted=databases.source is not None or databases.restore is not None,
+        checked=checked,
+        dump_wanted=databases.source is not None,
+        dumped=dumped is not None or state is not None,
+        restore_wanted=databases.restore is not None,
+        restored=state is not None and state.step.reached(Reached.RESTORED),
+    )
+
+
 def progress_of(state: RunState) -> Progress:
     """What the state file records as done (the only memory of a run)."""
     return Progress(
@@ -243,7 +343,59 @@ def progress_of(state: RunState) -> Progress:
     )
 
 
-async def create_request(client: PlatformClient, options: RunOptions, say: Say) -> RunState:
+async def check_databases(options: RunOptions, say: Say) -> None:
+    """Pre-flight (with --database / --restore-name): before any dump or `create`."""
+    assert options.databases is not None
+    databases = options.databases
+    await asyncio.to_thread(preflight, databases, options.dump, say)
+
+
+async def dump_database_first(options: RunOptions, say: Say) -> DumpRecord:
+    """Dump --database to --dump, then record it: a rerun uploads this dump, not a new one."""
+    assert options.databases is not None and options.databases.source is not None
+    databases = options.databases
+    say(f"dumping database {databases.source!r} to {options.dump}")
+    progress = TransferProgress("dump", enabled=options.show_progress)
+    result = await run_in_daemon_thread(lambda: dump_source(databases, options.dump, progress))
+    progress.finish()
+    record = DumpRecord(
+        database=result.database,
+        dump=str(options.dump.resolve()),
+        dump_size=result.bytes,
+        dump_sha256=result.sha256,
+        server_version=result.server_version,
+        target=options.target,
+        platform_url=options.platform_url,
+    )
+    save_dump_record(options.state_file, record)
+    say(f"dumped {result.bytes} bytes (PostgreSQL {result.server_version}), sha256 {result.sha256}")
+    return record
+
+
+async def restore_upgraded_dump(
+    client: PlatformClient, state: RunState, options: RunOptions, say: Say
+) -> None:
+    """Restore the upgraded dump into --restore-name (verified), then the filestore."""
+    assert options.databases is not None and options.databases.restore is not None
+    databases = options.databases
+    upgraded = Path(state.output) if state.output else options.output
+    token = restore_token(state.platform_url, state.request_id)
+    say(f"restoring {upgraded} into the new database {databases.restore!r}")
+    restored, filestore = await run_in_daemon_thread(
+        lambda: restore_upgraded(databases, upgraded, state.target, token)
+    )
+    state.restore_name = restored.database
+    state.restore_base_version = restored.base_version
+    state.restore_filestore_files = filestore.files if filestore is not None else None
+    state.step = Reached.RESTORED
+    save_state(options.state_file, state)
+    files = f", filestore {filestore.path} ({filestore.files} files)" if filestore else ""
+    say(f"restored {restored.database!r}: base module at {restored.base_version}{files}")
+
+
+async def create_request(
+    client: PlatformClient, options: RunOptions, say: Say, dumped: DumpRecord | None = None
+) -> RunState:
     """Step 1: `create`, then write the state file before anything else happens."""
     assert options.contract is not None and options.email is not None  # check_first_run
     size = options.dump.stat().st_size
@@ -267,6 +419,9 @@ async def create_request(client: PlatformClient, options: RunOptions, say: Say) 
         transport=choose_transport(options.transport, size, options.sftp_threshold).value,
         platform_state=request.state,
         output=str(options.output.resolve()),
+        database=dumped.database if dumped is not None else None,
+        dump_sha256=dumped.dump_sha256 if dumped is not None else None,
+        dump_server_version=dumped.server_version if dumped is not None else None,
     )
     save_state(options.state_file, state)
     say(

@@ -6,6 +6,10 @@ and its private key, so it IS a secret: it is created with mode 0600 and replace
 
 It is written after each step, before the next one starts: a crash or Ctrl-C between two steps
 therefore loses at most the work of the step in flight, and never leads to a second `create`.
+
+With `--database` the dump is made before the request exists: the file then holds a
+`DumpRecord` (step `dumped`, no request yet) until `create` replaces it with a `RunState`
+that carries the dump's figures on.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class Step(StrEnum):
     PROCESSING = "processing"
     DONE = "done"
     DOWNLOADED = "downloaded"
+    RESTORED = "restored"  # with --restore-name: the upgraded dump restored and verified
 
     @property
     def rank(self) -> int:
@@ -68,6 +73,13 @@ class RunState:
     output: str | None = None
     download_bytes: int | None = None
     download_sha256: str | None = None
+    # With --database / --restore-name: what was dumped, and what was restored.
+    database: str | None = None
+    dump_sha256: str | None = None
+    dump_server_version: str | None = None
+    restore_name: str | None = None
+    restore_base_version: str | None = None
+    restore_filestore_files: int | None = None
     version: int = field(default=STATE_FORMAT_VERSION)
 
     def to_json(self) -> dict[str, Any]:
@@ -92,8 +104,57 @@ class RunState:
         return state
 
 
+DUMPED = "dumped"  # the step of a state file holding a DumpRecord
+
+
+@dataclass
+class DumpRecord:
+    """A dump `run --database` made before the request exists (nothing secret in it)."""
+
+    database: str
+    dump: str  # resolved path
+    dump_size: int
+    dump_sha256: str
+    server_version: str
+    target: str
+    platform_url: str
+    step: str = DUMPED
+    version: int = field(default=STATE_FORMAT_VERSION)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DumpRecord:
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise StateFileError(f"state file is not in the expected shape: {exc}") from None
+
+
 def load_state(path: Path) -> RunState | None:
-    """Read the state file, or None when there is none (a first run)."""
+    """Read the state file, or None when there is none (a first run) or it records only a
+    dump made before the request (`load_dump_record`)."""
+    data = _read_state_file(path)
+    if data is None or data.get("step") == DUMPED:
+        return None
+    return RunState.from_json(data)
+
+
+def load_dump_record(path: Path) -> DumpRecord | None:
+    """The dump recorded before the request was created, if that is what the file holds."""
+    data = _read_state_file(path)
+    if data is None or data.get("step") != DUMPED:
+        return None
+    return DumpRecord.from_json(data)
+
+
+def save_dump_record(path: Path, record: DumpRecord) -> None:
+    write_secret_file(path, json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n")
+
+
+def _read_state_file(path: Path) -> dict[str, Any] | None:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -106,7 +167,7 @@ def load_state(path: Path) -> RunState | None:
         raise StateFileError(f"state file {path} is not valid JSON: {exc.msg}") from None
     if not isinstance(data, dict):
         raise StateFileError(f"state file {path} must hold a JSON object")
-    return RunState.from_json(data)
+    return data
 
 
 def save_state(path: Path, state: RunState) -> None:

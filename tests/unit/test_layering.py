@@ -22,6 +22,8 @@ RULES = [
     ("transfer", (*KUBERNETES, "click")),
     ("database", (*KUBERNETES, "click")),
     ("mover.py", ("kopf", "kubernetes", "kubernetes_asyncio")),
+    ("mover_database.py", ("kopf", "kubernetes", "kubernetes_asyncio")),
+    ("run_database.py", (*KUBERNETES, "httpx", "paramiko")),
     ("controller", ("httpx", "http.client", "paramiko", "aiohttp")),
 ]
 

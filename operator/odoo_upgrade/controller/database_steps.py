@@ -41,26 +41,10 @@ CHECK = MoverStep(Direction.CHECK, cond.READY, cond.PENDING, "preflight", "check
 DUMP = MoverStep(Direction.DUMP, cond.DUMPED, cond.DUMPING, "dump", "dumping")
 RESTORE = MoverStep(Direction.RESTORE, cond.RESTORED, cond.RESTORING, "restore", "restoring")
 
-# Failures of a dump or restore that something outside the resource fixes: waited for, like
-# the pre-flight's (whose every failure is). Others (a failed pg_restore, a verification that
-# does not hold) fail the upgrade, or are retried a bounded number of times if transient.
-WAITED_REASONS = frozenset(
-    error.reason
-    for error in (
-        db.DatabaseUnreachable,
-        db.DatabaseAuthenticationFailed,
-        db.DatabasePermissionDenied,
-        db.DatabaseNotFound,
-        db.DatabaseSecretKeyMissing,
-        db.ClientToolsMissing,
-        db.ClientTooOld,
-        db.DumpDestinationExists,
-        db.RestoreTargetExists,
-        db.RestoreTemporaryNameTaken,
-        db.FilestoreSourceNotFound,
-        db.FilestoreDestinationExists,
-    )
-)
+# Failures of a dump or restore that something outside the resource fixes (or a server that is
+# away): waited for, like every failure of the pre-flight. Others (a failed pg_restore, a
+# verification that does not hold) fail the upgrade, or are retried boundedly if transient.
+WAITED_REASONS = db.FIXED_OUTSIDE | {db.DatabaseUnreachable.reason}
 # Ready=False reasons of the operator's own look at Secrets and claims, cleared once they hold.
 SECRET_NOT_FOUND = "DatabaseSecretNotFound"  # noqa: S105 (a reason, not a secret)
 FILESTORE_CLAIM_NOT_FOUND = "FilestoreClaimNotFound"

@@ -18,6 +18,7 @@ from odoo_upgrade.database.dump import DumpResult, check_dump_destination, dump_
 from odoo_upgrade.database.errors import (
     CLIENT_IMAGE_HINT,
     FILESTORE_FIELDS,
+    FIXED_OUTSIDE,
     RESTORE_FIELDS,
     SOURCE_FIELDS,
     ClientToolsMissing,
@@ -74,6 +75,7 @@ __all__ = [
     "BIN_DIR_ENV",
     "CLIENT_IMAGE_HINT",
     "FILESTORE_FIELDS",
+    "FIXED_OUTSIDE",
     "RESTORE_FIELDS",
     "SOURCE_FIELDS",
     "ClientTooOld",

@@ -182,3 +182,27 @@ class FilestoreArchiveInvalid(DatabaseError):
     """The upgraded archive's `filestore/` cannot be merged (unsafe member path, bad zip)."""
 
     reason = "FilestoreArchiveInvalid"
+
+
+# Failures fixed outside the request, by the user or an administrator (a name, a password, a
+# database or a path in the way, a client image): the operator waits for them, the CLI calls
+# them bad input. The rest (a failed pg_dump or pg_restore, a failed verification) are not.
+FIXED_OUTSIDE = frozenset(
+    error.reason
+    for error in (
+        DatabaseAuthenticationFailed,
+        DatabasePermissionDenied,
+        DatabaseNotFound,
+        DatabaseNameInvalid,
+        DatabaseSecretKeyMissing,
+        ClientToolsMissing,
+        ClientTooOld,
+        DumpDestinationExists,
+        DumpNotFound,
+        RestoreTargetExists,
+        RestoreTemporaryNameTaken,
+        FilestoreSourceNotFound,
+        FilestoreDestinationExists,
+        FilestorePathsOverlap,
+    )
+)

@@ -1,0 +1,196 @@
+"""`odoo-upgrade run --database NAME --restore-name NAME --filestore DIR`: from a live database to
+a restored, verified upgraded one, as a user runs it (a subprocess) against the emulator and a
+real PostgreSQL server, with libpq's environment and the password in PGPASSWORD only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.postgres import PostgresServer, free_port
+from tests.integration.test_cli_run import CLI, cli_env, run_cli
+from tests.support.emulator import RunningEmulator
+from tests.support.odoo_db import (
+    OdooDatabase,
+    attachment_files,
+    filestore_checksums,
+    module_versions,
+    table_row_counts,
+)
+
+pytest_plugins = ["tests.support.postgres_fixtures"]
+
+
+def pg_env(emulator: RunningEmulator, postgres: PostgresServer, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in cli_env(emulator).items() if not k.startswith("PG")}
+    env.update(
+        PGHOST=postgres.host,
+        PGPORT=str(postgres.port),
+        PGUSER=postgres.app_user,
+        PGPASSWORD=postgres.app_password,
+    )
+    env.update(extra)
+    return env
+
+
+def database_args(
+    database: OdooDatabase, workdir: Path, contract_file: Path, *extra: str
+) -> list[str]:
+    return [
+        *CLI, "run",
+        "--database", database.name,
+        "--dump", str(workdir / "acme.dump"),
+        "--target", "18.0",
+        "--email", "ops@acme.example",
+        "--contract-file", str(contract_file),
+        "--restore-name", f"{database.name}_18",
+        "--filestore", str(database.filestore),
+        "--poll-interval", "0.2",
+        "--no-progress",
+        "--json",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def contract_file(tmp_path: Path, emulator: RunningEmulator) -> Path:
+    path = tmp_path / "contract"
+    path.write_text(emulator.contract + "\n")
+    return path
+
+
+def state(workdir: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((workdir / "acme.dump.odoo-upgrade.json").read_text())
+    return loaded
+
+
+def test_run_dumps_upgrades_restores_and_verifies_a_live_database(
+    emulator: RunningEmulator,
+    postgres: PostgresServer,
+    odoo_database: OdooDatabase,
+    workdir: Path,
+    contract_file: Path,
+) -> None:
+    source_counts = table_row_counts(postgres, odoo_database.name)
+    source_files = filestore_checksums(odoo_database.filestore)
+    target = f"{odoo_database.name}_18"
+
+    result = run_cli(
+        database_args(odoo_database, workdir, contract_file), pg_env(emulator, postgres)
+    )
+
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["database"]["dumped"] == odoo_database.name
+    assert summary["database"]["restored"] == target
+    assert summary["database"]["base_version"].startswith("18.0.")
+    assert summary["database"]["filestore_files"] == odoo_database.attachments + 1
+    assert len(emulator.calls("create")) == 1
+    assert state(workdir)["step"] == "restored"
+    counts = table_row_counts(postgres, target)
+    assert counts == {**source_counts, "ir_attachment": source_counts["ir_attachment"] + 1}
+    installed = [v for s, v in module_versions(postgres, target).values() if s == "installed"]
+    assert all(v.startswith("18.0.") for v in installed)
+    new_filestore = odoo_database.filestore.parent / target
+    assert all((new_filestore / f).is_file() for f in attachment_files(postgres, target))
+    assert table_row_counts(postgres, odoo_database.name) == source_counts
+    assert filestore_checksums(odoo_database.filestore) == source_files
+    assert (workdir / "acme.dump").is_file() and (workdir / "upgraded_acme.dump").is_file()
+    assert postgres.app_password not in result.stdout + result.stderr
+    assert postgres.app_password not in (workdir / "acme.dump.odoo-upgrade.json").read_text()
+
+    rerun = run_cli(
+        database_args(odoo_database, workdir, contract_file), pg_env(emulator, postgres)
+    )
+    assert rerun.returncode == 0, rerun.stderr  # finished: nothing done again
+    assert len(emulator.calls("create")) == 1
+
+
+def test_a_run_stopped_after_the_dump_continues_with_that_dump_and_one_request(
+    emulator: RunningEmulator,
+    postgres: PostgresServer,
+    odoo_database: OdooDatabase,
+    workdir: Path,
+    contract_file: Path,
+    tmp_path: Path,
+) -> None:
+    wrong = tmp_path / "wrong-contract"
+    wrong.write_text("M000000-wrong\n")
+    env = pg_env(emulator, postgres)
+    first = run_cli(database_args(odoo_database, workdir, wrong), env)
+    assert first.returncode == 1, first.stderr  # refused at `create`, after the dump
+    dump = workdir / "acme.dump"
+    dumped = dump.stat()
+    assert state(workdir)["step"] == "dumped" and "request_id" not in state(workdir)
+
+    second = run_cli(database_args(odoo_database, workdir, contract_file), env)
+
+    assert second.returncode == 0, second.stderr
+    assert "continuing after the dump" in second.stderr
+    assert dump.stat().st_mtime_ns == dumped.st_mtime_ns  # not dumped again
+    assert [c["ok"] for c in emulator.calls("create")] == [False, True]
+    assert state(workdir)["dump_sha256"] == json.loads(second.stdout)["database"]["dump_sha256"]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "flag"),
+    [
+        ("database not found", "--database"),
+        ("wrong password", "--pg-host/--pg-port/--pg-user"),
+        ("unreachable", "--pg-host/--pg-port/--pg-user"),
+        ("restore target exists", "--restore-name"),
+        ("filestore path exists", "--restore-filestore"),
+    ],
+)
+def test_bad_database_input_exits_before_any_dump_or_request_naming_the_flag(
+    emulator: RunningEmulator,
+    postgres: PostgresServer,
+    odoo_database: OdooDatabase,
+    workdir: Path,
+    contract_file: Path,
+    breakage: str,
+    flag: str,
+) -> None:
+    env = pg_env(emulator, postgres)
+    args = database_args(odoo_database, workdir, contract_file)
+    if breakage == "database not found":
+        args[args.index("--database") + 1] = "no_such_database"
+    elif breakage == "wrong password":
+        env["PGPASSWORD"] = "not-the-password-at-all"
+    elif breakage == "unreachable":
+        env["PGPORT"] = str(free_port())
+    elif breakage == "restore target exists":
+        postgres.psql(f'CREATE DATABASE "{odoo_database.name}_18"')
+    elif breakage == "filestore path exists":
+        (odoo_database.filestore.parent / f"{odoo_database.name}_18").mkdir()
+
+    result = run_cli(args, env)
+
+    assert result.returncode == (4 if breakage == "unreachable" else 2), result.stderr
+    error = json.loads(result.stdout)
+    assert flag in error["error"] and error["reason"]
+    assert emulator.calls() == []
+    assert not (workdir / "acme.dump").exists()
+    assert "not-the-password-at-all" not in result.stdout + result.stderr
+
+
+def test_filestore_flags_without_a_restore_are_usage_errors(
+    emulator: RunningEmulator, workdir: Path
+) -> None:
+    result = run_cli(
+        [*CLI, "run", "--dump", str(workdir / "x.dump"), "--target", "18.0",
+         "--filestore", str(workdir)],
+        cli_env(emulator),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--filestore needs --restore-name" in result.stderr
