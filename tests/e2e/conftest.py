@@ -24,6 +24,7 @@ from tests.harness.cluster import (
     start_cluster,
 )
 from tests.harness.local_cluster import LocalCluster
+from tests.harness.postgres import PostgresServer, load_recorded, start_postgres
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +58,23 @@ def cluster() -> Iterator[LocalCluster]:
                     shutil.rmtree(child, ignore_errors=True)
                 else:
                     child.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(cluster: LocalCluster) -> Iterator[PostgresServer]:
+    """The cluster's PostgreSQL server (tests/harness/postgres.py), data under its state dir
+    (`<state>/postgres/`, credentials in `server.json`), as `make cluster` starts it: mover
+    pods reach it on 127.0.0.1. Started on first use; stopped at the end if started here."""
+    recorded = load_recorded(cluster.state_dir)
+    running_before = recorded is not None and recorded.is_running()
+    # The server runs as an unprivileged user: it must traverse the (mkdtemp, 0700) state dir.
+    cluster.state_dir.chmod(cluster.state_dir.stat().st_mode | 0o011)
+    server = start_postgres(cluster.state_dir)
+    try:
+        yield server
+    finally:
+        if not running_before:
+            server.stop()
 
 
 @pytest.fixture

@@ -583,6 +583,30 @@ def stop_recorded(state_dir: Path) -> list[str]:
     return stopped
 
 
+def start_database(state_dir: Path) -> str:
+    """The PostgreSQL harness server beside the control plane (``<state>/postgres/``, its
+    credentials in ``server.json``), for database upgrades; a line saying where it is.
+
+    Not fatal when PostgreSQL is not installed (``make sysdeps``): the rest still works."""
+    from tests.harness import postgres
+
+    try:
+        server = postgres.start_postgres(state_dir)
+    except postgres.PostgresStartFailed as error:
+        return f"  postgres: not started ({error})"
+    return (
+        f"  postgres: {server.host}:{server.port} (roles postgres, {server.app_user}; "
+        f"credentials in {state_dir}/postgres/server.json)"
+    )
+
+
+def stop_database(state_dir: Path) -> None:
+    """Stop the state's PostgreSQL server first: ``stop_recorded`` removes its data."""
+    from tests.harness import postgres
+
+    postgres.stop_recorded(state_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``up`` or ``down`` (``make cluster`` / ``make cluster-down``)."""
     parser = argparse.ArgumentParser(prog="python -m tests.harness.cluster")
@@ -591,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = ClusterPaths(args.state_dir.resolve())
     if args.action == "down":
+        stop_database(paths.root)
         stopped = stop_recorded(paths.root)
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}; removed {paths.root}")
         return 0
@@ -598,8 +623,10 @@ def main(argv: list[str] | None = None) -> int:
         if recorded_components_alive(paths.root):
             server = paths.server_file.read_text().strip()
             print(f"already running at {server}\n  export KUBECONFIG={paths.kubeconfig}")
+            print(start_database(paths.root))
             return 0
         # Left over from a crash or a reboot: clear it (and any survivor) and start afresh.
+        stop_database(paths.root)
         stop_recorded(paths.root)
     try:
         binaries = find_binaries()
@@ -620,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  PVC <ns>/<claim> = {paths.volumes}/<ns>/<claim>/\n"
         f"  logs: {paths.logs}/   stop: make cluster-down"
     )
+    print(start_database(paths.root))
     return 0
 
 
