@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make demo`: the whole story on this machine, no cloud and no real platform.
 #
-#   control plane (tests/harness) -> platform emulator -> operator -> namespace `odoo` with the
-#   samples of deploy/samples (Secret, PVC, OdooUpgrade) pointed at the emulator -> a generated
-#   dump in the PVC -> each phase as it happens -> Succeeded, the upgraded dump and its sha256.
+#   control plane and PostgreSQL (tests/harness) -> platform emulator -> operator -> a live
+#   Odoo-like database `acme` (its filestore on a PVC) -> namespace `odoo` with the database
+#   sample of deploy/samples/database (Secrets, PVCs, OdooUpgrade) pointed at the emulator and the
+#   local server -> each phase as it happens, Dumping to Restoring -> Succeeded: the restored
+#   database `acme_18_test` verified (base module at 18.0, every table), its filestore, the dumps.
 #
 # Runs unattended (no stdin, CI=true). Stops the operator and emulator it started, and the
 # control plane if it started it; DEMO_KEEP=1 leaves everything running to look around.
@@ -18,11 +20,14 @@ STATE=$ROOT/.cluster
 DEMO=$ROOT/.demo
 export KUBECONFIG=$STATE/kubeconfig
 NAMESPACE=odoo
-NAME=acme-to-18
+NAME=acme-db-to-18
 CLAIM=odoo-backups
 SOURCE_PATH=dumps/acme.dump
 DESTINATION_PATH=upgraded/acme-18.dump
 VOLUME=$STATE/volumes/$NAMESPACE/$CLAIM
+DATA_VOLUME=$STATE/volumes/$NAMESPACE/odoo-data
+SOURCE_DB=acme
+RESTORED_DB=acme_18_test
 CONTRACT=M123456-abcdef # the contract the emulator accepts
 TIMEOUT=${DEMO_TIMEOUT:-300}
 KEEP=${DEMO_KEEP:-0}
@@ -60,6 +65,7 @@ tail_logs() {
 
 # --- cleanup: only what this run started ----------------------------------------------------
 STARTED_CLUSTER=0
+STARTED_POSTGRES=0
 EMULATOR_PID=
 OPERATOR_PID=
 stop_pid() { # pid, what
@@ -83,7 +89,9 @@ cleanup() {
   if [ -n "$OPERATOR_PID" ]; then stop_pid "$OPERATOR_PID"; ok "operator stopped"; fi
   if [ -n "$EMULATOR_PID" ]; then stop_pid "$EMULATOR_PID"; ok "emulator stopped"; fi
   if [ "$STARTED_CLUSTER" = 1 ]; then
-    "$VPY" -m tests.harness.cluster down >/dev/null && ok "control plane stopped (logs kept in .cluster/logs/)"
+    "$VPY" -m tests.harness.cluster down >/dev/null && ok "control plane and PostgreSQL stopped (logs kept in .cluster/logs/)"
+  elif [ "$STARTED_POSTGRES" = 1 ]; then
+    "$VPY" -m tests.harness.postgres down --state-dir "$STATE" 2>/dev/null && ok "PostgreSQL stopped"
   else
     info "the control plane was already running before the demo: left up"
   fi
@@ -93,10 +101,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 mkdir -p "$DEMO"
-printf '%sodoo-upgrade-operator demo%s — an OdooUpgrade from deploy/samples/ to Succeeded\n' "$BOLD" "$RESET"
+printf '%sodoo-upgrade-operator demo%s — a live database to a restored, verified upgraded one (deploy/samples/database/)\n' "$BOLD" "$RESET"
 
 # --- 1. control plane ----------------------------------------------------------------------
-step "Control plane (etcd, kube-apiserver, kube-controller-manager, pod runner)"
+step "Control plane (etcd, kube-apiserver, kube-controller-manager, pod runner) and PostgreSQL"
 if [ -f "$STATE/pids.json" ] && kc get --raw /readyz >/dev/null 2>&1; then
   ok "already running: reusing it ($(kc config view -o jsonpath='{.clusters[0].cluster.server}'))"
 else
@@ -108,6 +116,22 @@ else
   STARTED_CLUSTER=1
   ok "control plane up"
 fi
+# The PostgreSQL harness server: data in .cluster/postgres/, credentials in its server.json.
+if ! "$VPY" -m tests.harness.postgres status --state-dir "$STATE" 2>/dev/null; then
+  [ "$STARTED_CLUSTER" = 1 ] || STARTED_POSTGRES=1
+  "$VPY" -m tests.harness.postgres up --state-dir "$STATE" 2>&1 | sed 's/^/  /'
+fi
+# pg DATABASE SQL: one query on the harness server (as its superuser), tuples only.
+pg() {
+  "$VPY" -c 'import sys
+from pathlib import Path
+from tests.harness.postgres import load_recorded
+print(load_recorded(Path(sys.argv[1])).psql(sys.argv[3], sys.argv[2]).strip())' "$STATE" "$@"
+}
+ok "PostgreSQL $(pg postgres 'SHOW server_version' | cut -d' ' -f1) on $("$VPY" -c 'import sys
+from pathlib import Path
+from tests.harness.postgres import load_recorded
+s = load_recorded(Path(sys.argv[1])); print(f"{s.host}:{s.port}")' "$STATE")"
 
 # --- 2. emulator ---------------------------------------------------------------------------
 step "Upgrade Platform emulator"
@@ -150,34 +174,52 @@ curl -fsS "http://127.0.0.1:$LIVENESS_PORT/healthz" >/dev/null 2>&1 ||
   { fail "the operator is not live after 60 s"; tail_logs; exit 1; }
 ok "operator running, all namespaces (pid $OPERATOR_PID, log .demo/operator.log, metrics :$METRICS_PORT)"
 
-# --- 4. namespace, dump ----------------------------------------------------------------------
-step "Namespace '$NAMESPACE' and a generated sample dump in PVC $CLAIM"
+# --- 4. namespace, live database ------------------------------------------------------------
+step "Namespace '$NAMESPACE' and a live Odoo-like database '$SOURCE_DB' with its filestore"
 kc create namespace "$NAMESPACE" --dry-run=client -o yaml | kc apply -f - | sed 's/^/  /'
 if kc -n "$NAMESPACE" get odooupgrade "$NAME" >/dev/null 2>&1; then
   info "removing the OdooUpgrade of a previous demo run"
   kc -n "$NAMESPACE" delete odooupgrade "$NAME" --wait=true --timeout=60s >/dev/null
 fi
-if [ -e "$VOLUME/$DESTINATION_PATH" ]; then
-  # The operator never overwrites a destination: clear the previous demo's output first.
-  info "removing the upgraded dump of a previous demo run"
-  rm -f "$VOLUME/$DESTINATION_PATH" "$VOLUME/$DESTINATION_PATH.sha256"
-fi
-mkdir -p "$VOLUME/$(dirname "$SOURCE_PATH")"
+# The operator never overwrites a file nor drops a database: the demo clears its previous run.
+info "removing what a previous demo run made (its dumps, databases and filestores)"
+rm -f "$VOLUME/$SOURCE_PATH" "$VOLUME/$SOURCE_PATH.sha256" "$VOLUME/$DESTINATION_PATH" "$VOLUME/$DESTINATION_PATH.sha256"
+rm -rf "$DATA_VOLUME/filestore"
 "$VPY" -c 'import sys
 from pathlib import Path
-from tests.support.scenario import fake_pg_dump
-Path(sys.argv[1]).write_bytes(fake_pg_dump(512 * 1024, seed="demo"))' "$VOLUME/$SOURCE_PATH"
-ok "$SOURCE_PATH: $(wc -c <"$VOLUME/$SOURCE_PATH") bytes, pg_dump custom format (${VOLUME#"$ROOT"/}/$SOURCE_PATH)"
+from tests.harness.postgres import load_recorded
+from tests.support.odoo_db import create_odoo_database
+server = load_recorded(Path(sys.argv[1]))
+for name in server.databases():
+    if name == sys.argv[2] or name.startswith(sys.argv[3]):
+        server.drop_database(name)
+db = create_odoo_database(server, sys.argv[2], Path(sys.argv[4]) / "filestore" / sys.argv[2])
+print(f"{db.partners} partners, {db.attachments} attachments with their files, modules at {db.series}")' \
+  "$STATE" "$SOURCE_DB" "$RESTORED_DB" "$DATA_VOLUME" | sed 's/^/  /'
+SOURCE_TABLES=$(pg "$SOURCE_DB" "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+SOURCE_BASE=$(pg "$SOURCE_DB" "SELECT latest_version FROM ir_module_module WHERE name = 'base'")
+ok "database $SOURCE_DB: $SOURCE_TABLES tables, base module at $SOURCE_BASE; filestore in ${DATA_VOLUME#"$ROOT"/}/filestore/$SOURCE_DB"
 
 # --- 5. samples ------------------------------------------------------------------------------
-step "deploy/samples/, pointed at the emulator (overlay in .demo/overlay/)"
+step "deploy/samples/database/, pointed at the emulator and this PostgreSQL (overlay in .demo/overlay/)"
+# The connection Secret, CloudNativePG-style, for the harness server's app role: through stdin,
+# so that its password reaches neither a file nor a command line.
+"$VPY" -c 'import json, sys
+from pathlib import Path
+from tests.harness.postgres import load_recorded
+data = {**load_recorded(Path(sys.argv[1])).secret_data(), "dbname": sys.argv[3]}
+print(json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+                  "metadata": {"name": "acme-pg-app", "namespace": sys.argv[2]},
+                  "stringData": data}))' "$STATE" "$NAMESPACE" "$SOURCE_DB" |
+  kc apply -f - | sed 's/^/  /'
 mkdir -p "$DEMO/overlay"
 cat >"$DEMO/overlay/kustomization.yaml" <<EOF
-# Generated by scripts/demo.sh: deploy/samples/ with only what must point at the local emulator.
+# Generated by scripts/demo.sh: deploy/samples/database/ with only what must point at the local
+# emulator; the sample's placeholder connection Secret is left out (the demo applied the real one).
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - ../../deploy/samples
+  - ../../deploy/samples/database
 patches:
   - target: {kind: OdooUpgrade, name: $NAME}
     patch: |-
@@ -189,22 +231,28 @@ patches:
       - op: replace
         path: /stringData/contract
         value: "$CONTRACT"
+  - patch: |-
+      \$patch: delete
+      apiVersion: v1
+      kind: Secret
+      metadata: {name: acme-pg-app, namespace: $NAMESPACE}
 EOF
 kc apply -k "$DEMO/overlay" | sed 's/^/  /'
-ok "applied: Secret odoo-contract, PVC $CLAIM, OdooUpgrade $NAME (target 18.0)"
+ok "applied: Secrets odoo-contract and acme-pg-app, PVCs $CLAIM and odoo-data, OdooUpgrade $NAME (target 18.0)"
 
 # --- 6. watch --------------------------------------------------------------------------------
 step "Watching $NAMESPACE/$NAME until Succeeded (timeout ${TIMEOUT}s)"
-JSONPATH='{.status.phase}|{.status.platform.state}|{.status.requestId}|{.status.progress}'
+JSONPATH='{.status.phase}|{.status.platform.state}|{.status.requestId}|{.status.progress}|{.status.message}'
 last=
 deadline=$((SECONDS + TIMEOUT))
 phase=
 while :; do
   line=$(kc -n "$NAMESPACE" get odooupgrade "$NAME" -o jsonpath="$JSONPATH" 2>/dev/null || true)
-  IFS='|' read -r phase state request progress <<<"$line"
+  IFS='|' read -r phase state request progress message <<<"$line"
   if [ -n "$line" ] && [ "$line" != "$last" ]; then
     printf '  %s%s%s  %-12s %s%s%s%s\n' "$DIM" "$(date -u +%H:%M:%S)" "$RESET" "${phase:-Pending}" \
-      "${state:+platform: $state}" "${request:+  request #$request}" "${progress:+  $progress}" ""
+      "${state:+platform: $state  }" "${request:+request #$request  }" "${progress:+$progress  }" \
+      "${message:+$DIM$message$RESET}"
     last=$line
   fi
   case "$phase" in
@@ -235,18 +283,42 @@ kc -n "$NAMESPACE" get events --field-selector "involvedObject.name=$NAME" \
 # --- 7. result -------------------------------------------------------------------------------
 step "Result"
 kc get odooupgrades -A | sed 's/^/  /'
+jp() { kc -n "$NAMESPACE" get odooupgrade "$NAME" -o jsonpath="$1"; }
+DUMP=$VOLUME/$SOURCE_PATH
 UPGRADED=$VOLUME/$DESTINATION_PATH
-[ -f "$UPGRADED" ] || { fail "Succeeded, but $UPGRADED is missing"; exit 1; }
+for file in "$DUMP" "$UPGRADED"; do
+  [ -f "$file" ] || { fail "Succeeded, but $file is missing"; exit 1; }
+done
+DUMP_DIGEST=$(sha256sum "$DUMP" | cut -d' ' -f1)
 DIGEST=$(sha256sum "$UPGRADED" | cut -d' ' -f1)
-RECORDED=$(cut -d' ' -f1 <"$UPGRADED.sha256")
-STATUS_DIGEST=$(kc -n "$NAMESPACE" get odooupgrade "$NAME" -o jsonpath='{.status.download.sha256}')
-printf '\n  upgraded dump  %s\n' "$UPGRADED"
-printf '  size           %s bytes\n' "$(wc -c <"$UPGRADED")"
-printf '  sha256         %s\n' "$DIGEST"
-if [ "$DIGEST" = "$RECORDED" ] && [ "$DIGEST" = "$STATUS_DIGEST" ]; then
-  ok "matches ${DESTINATION_PATH##*/}.sha256 and .status.download.sha256"
+printf '\n  dump of %s       %s (%s bytes, PostgreSQL %s)\n' "$SOURCE_DB" "${DUMP#"$ROOT"/}" \
+  "$(wc -c <"$DUMP")" "$(jp '{.status.dump.serverVersion}')"
+printf '  upgraded dump     %s (%s bytes)\n' "${UPGRADED#"$ROOT"/}" "$(wc -c <"$UPGRADED")"
+if [ "$DUMP_DIGEST" = "$(jp '{.status.dump.sha256}')" ] && [ "$DUMP_DIGEST" = "$(cut -d' ' -f1 <"$DUMP.sha256")" ] &&
+  [ "$DIGEST" = "$(jp '{.status.download.sha256}')" ] && [ "$DIGEST" = "$(cut -d' ' -f1 <"$UPGRADED.sha256")" ]; then
+  ok "both match their .sha256 files and .status; the dump stays as the rollback point"
 else
-  fail "sha256 mismatch: file $DIGEST, .sha256 file $RECORDED, status $STATUS_DIGEST"
+  fail "sha256 mismatch between the files, their .sha256 files and .status"
   exit 1
 fi
+RESTORED_BASE=$(pg "$RESTORED_DB" "SELECT latest_version FROM ir_module_module WHERE name = 'base'")
+RESTORED_TABLES=$(pg "$RESTORED_DB" "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+ROWS=$(pg "$RESTORED_DB" "SELECT (SELECT count(*) FROM res_partner) || ' partners, ' || (SELECT count(*) FROM ir_attachment) || ' attachments'")
+FILES=$(find "$DATA_VOLUME/filestore/$RESTORED_DB" -type f | wc -l)
+printf '\n  restored database %s: base module at %s (.status.restore.baseVersion %s),\n' \
+  "$RESTORED_DB" "$RESTORED_BASE" "$(jp '{.status.restore.baseVersion}')"
+printf '                    %s tables, %s\n' "$RESTORED_TABLES" "$ROWS"
+printf '  its filestore     %s: %s files (.status.restore.filestoreFiles %s)\n' \
+  "${DATA_VOLUME#"$ROOT"/}/filestore/$RESTORED_DB" "$FILES" "$(jp '{.status.restore.filestoreFiles}')"
+printf '  source database   %s: unchanged, base module still at %s\n' "$SOURCE_DB" \
+  "$(pg "$SOURCE_DB" "SELECT latest_version FROM ir_module_module WHERE name = 'base'")"
+case "$RESTORED_BASE" in
+  18.0.*) ;;
+  *) fail "$RESTORED_DB's base module is at $RESTORED_BASE, not of the 18.0 series"; exit 1 ;;
+esac
+if [ "$RESTORED_TABLES" != "$SOURCE_TABLES" ]; then
+  fail "$RESTORED_DB has $RESTORED_TABLES tables, $SOURCE_DB has $SOURCE_TABLES"
+  exit 1
+fi
+ok "$RESTORED_DB is at the 18.0 series with every one of $SOURCE_DB's $SOURCE_TABLES tables"
 printf '\n%s%sDemo complete.%s\n' "$BOLD" "$GREEN" "$RESET"
