@@ -165,6 +165,13 @@ async def test_a_live_database_is_checked_dumped_before_create_upgraded_and_rest
     source_files = filestore_checksums(live.database.filestore)
     calls_before = platform_calls(run)
     prepare(run, postgres, live, secret=postgres.secret_data())
+    # What a restore killed half-way leaves: its temporary database, marked as its own. The
+    # restore drops it and starts over.
+    uid = run.cluster.upgrades[(NS, NAME)]["metadata"]["uid"]
+    leftover = temporary_database_name(live.target, uid)
+    postgres.psql(f'CREATE DATABASE "{leftover}"', superuser=False)
+    postgres.psql(f"COMMENT ON DATABASE \"{leftover}\" IS '{restore_marker(uid)}'", superuser=False)
+    postgres.psql("CREATE TABLE half_restored (x int);", leftover, superuser=False)
 
     await run.until(is_true("Dumped"))
     assert platform_calls(run) == calls_before  # dumped before anything was asked
@@ -202,6 +209,7 @@ async def test_a_live_database_is_checked_dumped_before_create_upgraded_and_rest
     assert dump.is_file() and (dump.parent / "acme.dump.sha256").is_file()
     assert (run.cluster.volume(NS, "backups") / "upgraded/acme-18.dump").is_file()
     assert not [d for d in postgres.databases() if "__restoring_" in d]
+    assert "half_restored" not in counts
     assert postgres.secret_data()["password"] not in repr(status) + repr(run.events)
 
 
@@ -336,25 +344,6 @@ async def test_a_restore_target_that_appeared_meanwhile_is_never_touched_and_wai
     assert status["phase"] == "Succeeded", status
     assert status["restore"]["baseVersion"].startswith("18.0.")
     assert len(run.emulator.calls("create")) >= 1
-
-
-async def test_a_leftover_temporary_database_of_a_crashed_restore_is_dropped_and_redone(
-    run: Run, postgres: PostgresServer, live: Live
-) -> None:
-    prepare(run, postgres, live, secret=postgres.secret_data())
-    uid = run.cluster.upgrades[(NS, NAME)]["metadata"]["uid"]
-    leftover = temporary_database_name(live.target, uid)
-    # What a restore killed half-way leaves: its temporary database, marked as its own.
-    postgres.psql(f'CREATE DATABASE "{leftover}"', superuser=False)
-    postgres.psql(f"COMMENT ON DATABASE \"{leftover}\" IS '{restore_marker(uid)}'", superuser=False)
-    postgres.psql("CREATE TABLE half_restored (x int);", leftover, superuser=False)
-
-    status = await run.to_the_end()
-
-    assert status["phase"] == "Succeeded", status
-    assert not postgres.database_exists(leftover)
-    tables = table_row_counts(postgres, live.target)
-    assert "half_restored" not in tables and tables["res_partner"] == live.database.partners
 
 
 async def test_an_sql_destination_restores_without_merging_a_filestore(
