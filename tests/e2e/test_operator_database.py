@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from tests.harness.local_cluster import LocalCluster
-from tests.harness.postgres import PostgresServer, free_port
+from tests.harness.ports import free_port
+from tests.harness.postgres import PostgresServer
 from tests.support.emulator import RunningEmulator
 from tests.support.odoo_db import (
     OdooDatabase,

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness.postgres import PostgresServer, free_port
+from tests.harness.ports import free_port
+from tests.harness.postgres import PostgresServer
 from tests.integration.test_cli_run import CLI, cli_env, run_cli
 from tests.support.emulator import RunningEmulator
 from tests.support.odoo_db import (

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from odoo_upgrade.database import BIN_DIR_ENV, restore_marker, temporary_database_name
-from tests.harness.postgres import PostgresServer, free_port
+from tests.harness.ports import free_port
+from tests.harness.postgres import PostgresServer
 from tests.support.emulator import RunningEmulator
 from tests.support.fake_cluster import FakeCluster
 from tests.support.odoo_db import (
@@ -188,7 +189,7 @@ async def test_a_live_database_is_checked_dumped_before_create_upgraded_and_rest
     assert status["phase"] == "Succeeded", status
     assert len(run.emulator.calls("create")) == 1
     assert status["upload"]["sha256"] == digest  # the platform got the dump we made
-    order = ["PreflightPassed", "DumpStarted", "Dumped", "Creating", "Uploaded", "Downloaded",
+    order = ["PreflightPassed", "DumpStarted", "Dumped", "RequestCreated", "Uploaded", "Downloaded",
              "RestoreStarted", "Restored", "Succeeded"]  # fmt: skip
     assert [r for r in run.reasons if r in order] == order
     restore = status["restore"]
