@@ -240,8 +240,13 @@ def test_a_live_database_becomes_a_restored_verified_upgraded_one_through_operat
         spec = ns.kube.json("get", "job", job, "-n", ns.name)
         assert postgres.app_password not in repr(spec)
 
-    # Deleting the resource drops no database and deletes no dump.
+    # Deleting the resource removes its Jobs, drops no database and deletes no dump.
     ns.kube.run("delete", "odooupgrade", "acme-to-18", "-n", ns.name, "--timeout=60s")
+    wait_until(
+        lambda: not ns.kube.run("get", "jobs", "-n", ns.name, "-o", "name").strip(),
+        "the mover Jobs to be deleted",
+        timeout=60,
+    )
     assert postgres.database_exists(target) and postgres.database_exists(source.name)
     assert dump.is_file() and (ns.volume() / DESTINATION_PATH).is_file()
 
