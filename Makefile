@@ -46,10 +46,10 @@ e2e: $(STAMP) sysdeps controlplane ## e2e tests on the local control plane
 test: $(STAMP) sysdeps controlplane lint ## install what is needed and run the whole suite
 	$(VPY) -m pytest tests
 
-demo: $(STAMP) sysdeps controlplane ## the whole story: control plane, emulator, operator, an OdooUpgrade to Succeeded (DEMO_KEEP=1 leaves it running)
+demo: $(STAMP) sysdeps controlplane ## the whole story: control plane, PostgreSQL, emulator, operator, a live database to a restored upgraded one (DEMO_KEEP=1 leaves it running)
 	bash scripts/demo.sh
 
-cluster: $(STAMP) controlplane ## start the local control plane in the background (.cluster/kubeconfig)
+cluster: $(STAMP) controlplane ## start the local control plane and PostgreSQL in the background (.cluster/kubeconfig)
 	$(VPY) -m tests.harness.cluster up
 
 cluster-down: ## stop the local control plane started by `make cluster`
