@@ -115,7 +115,11 @@ def spec_for(emulator: RunningEmulator, **changes: Any) -> dict[str, Any]:
 def allow(emulator: RunningEmulator) -> Iterator[Callable[..., None]]:
     def configure(*urls: str, **fields: Any) -> None:
         settings.configure(
-            settings.OperatorSettings(allowed_platform_urls=urls or (emulator.url,), **fields)
+            settings.OperatorSettings(
+                allowed_platform_urls=urls or (emulator.url,),
+                mover_retry_base_seconds=fields.pop("mover_retry_base_seconds", 0.2),
+                **fields,
+            )
         )
 
     configure()

@@ -52,7 +52,11 @@ def run(tmp_path: Path, emulator: RunningEmulator, allow: Callable[..., None]) -
 def allow(emulator: RunningEmulator) -> Iterator[Callable[..., None]]:
     from odoo_upgrade.controller import settings
 
-    settings.configure(settings.OperatorSettings(allowed_platform_urls=(emulator.url,)))
+    settings.configure(
+        settings.OperatorSettings(
+            allowed_platform_urls=(emulator.url,), mover_retry_base_seconds=0.2
+        )
+    )
     yield lambda: None
     settings.configure(settings.OperatorSettings())
 

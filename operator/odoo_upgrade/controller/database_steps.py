@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from odoo_upgrade.controller import conditions as cond
 from odoo_upgrade.controller.kube import NotFound, decode_secret
-from odoo_upgrade.controller.mover_steps import MOVER_RETRY, MoverStep, OnFailure, drive_mover
+from odoo_upgrade.controller.mover_steps import MoverStep, OnFailure, drive_mover, retry_later
 from odoo_upgrade.controller.movers import MoverJob
-from odoo_upgrade.controller.outcomes import NOW, Again, StepResult
+from odoo_upgrade.controller.outcomes import NOW, StepResult
 from odoo_upgrade.controller.reporting import wait_for
 from odoo_upgrade.controller.resource import Upgrade
 from odoo_upgrade.controller.spec import DatabaseRef, UpgradeSpec
@@ -29,7 +29,6 @@ from odoo_upgrade.controller.status import (
     dumped_status,
     preflight_status,
     restored_status,
-    seconds_since,
 )
 from odoo_upgrade.database import errors as db
 from odoo_upgrade.database.connection import settings_from_secret
@@ -121,41 +120,12 @@ async def clear_prerequisite_wait(upgrade: Upgrade) -> None:
 # -- waiting for a fix -----------------------------------------------------------------------
 
 
-def failed_at(mover: MoverJob) -> str | None:
-    """When the Job failed (its Failed condition's transition), if it says."""
-    for condition in (mover.job.get("status") or {}).get("conditions") or []:
-        if (
-            condition.get("type") in ("Failed", "FailureTarget")
-            and condition.get("status") == "True"
-        ):
-            return str(condition.get("lastTransitionTime") or "") or None
-    return None
-
-
 async def wait_for_fix(
     upgrade: Upgrade, step: MoverStep, mover: MoverJob, result: MoverResult
 ) -> StepResult:
-    """Ready=False (and the step's condition) with the mover's reason and message; the failed
-    Job is kept until the next attempt is due (5 s, 10 s, … 5 min), then deleted so that the
-    next pass starts a fresh one. Deleting it only then keeps the Job watch from waking the
-    flow into an immediate retry."""
-    reason = result.reason.replace(":", "") or "Failed"
-    message = result.error or reason
-    ready = cond.find_condition(upgrade.conditions, cond.READY) or {}
-    if ready.get("reason") != reason or ready.get("message") != message:
-        changes = [(cond.READY, cond.FALSE, reason, message)]
-        if step.condition != cond.READY:
-            changes.insert(0, (step.condition, cond.FALSE, reason, message))
-        await upgrade.patch_status(conditions=changes, progress=None, message=message)
-        upgrade.event("Warning", reason, message)
-    retries = int(upgrade.status.get("moverRetries") or 0)
-    delay = MOVER_RETRY.delay_before(retries + 2)
-    waited = seconds_since(failed_at(mover))
-    if waited is not None and waited < delay:
-        return Again(delay - waited)
-    await upgrade.patch_status(moverRetries=retries + 1)
-    await upgrade.movers.delete(step.direction)
-    return Again(2.0)  # the deleted Job may linger a moment; drive_mover waits for it
+    """Ready=False with the mover's reason and message, as long as it takes: a fresh attempt
+    now and then (5 s, 10 s, … 5 min) until the user fixed what it names."""
+    return await retry_later(upgrade, step, mover, result, limit=None)
 
 
 def waited_failures(upgrade: Upgrade, step: MoverStep, *, every: bool = False) -> OnFailure:

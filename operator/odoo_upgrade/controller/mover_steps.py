@@ -19,6 +19,7 @@ from odoo_upgrade.controller.outcomes import Again, StepResult
 from odoo_upgrade.controller.reporting import fail
 from odoo_upgrade.controller.resource import Upgrade
 from odoo_upgrade.controller.spec import UpgradeSpec, VolumePath
+from odoo_upgrade.controller.status import seconds_since
 from odoo_upgrade.platform.retry import RetryPolicy
 from odoo_upgrade.request import secret_keys
 from odoo_upgrade.request.mover_result import (
@@ -29,9 +30,6 @@ from odoo_upgrade.request.mover_result import (
     MoverResult,
 )
 from odoo_upgrade.request.progress import progress_text
-
-# Delays between attempts of a mover that failed transiently: 5 s, 10 s, 20 s … 5 min.
-MOVER_RETRY = RetryPolicy(attempts=1_000, base_delay=5.0, max_delay=300.0, jitter=False)
 
 
 @dataclass(frozen=True)
@@ -129,7 +127,7 @@ async def drive_mover(
         )
     if on_failure is not None and (handled := await on_failure(mover, result)) is not None:
         return handled
-    return await mover_failed(upgrade, spec, step, result)
+    return await mover_failed(upgrade, spec, step, mover, result)
 
 
 async def report_running(
@@ -172,31 +170,67 @@ async def record_host_key(upgrade: Upgrade, spec: UpgradeSpec, result: MoverResu
     upgrade.event("Normal", "SftpHostKeyRecorded", "SFTP host key recorded on first use")
 
 
-async def mover_failed(
-    upgrade: Upgrade, spec: UpgradeSpec, step: MoverStep, result: MoverResult
+def retry_delay(retries: int) -> float:
+    """Seconds between a failed mover attempt and the next: 5 s, 10 s, 20 s … 5 min."""
+    base = settings.current().mover_retry_base_seconds
+    return RetryPolicy(base_delay=base, max_delay=60 * base, jitter=False).delay_before(retries + 2)
+
+
+def failed_at(mover: MoverJob) -> str | None:
+    """When the Job failed (its Failed condition's transition), if it says."""
+    for condition in (mover.job.get("status") or {}).get("conditions") or []:
+        if (
+            condition.get("type") in ("Failed", "FailureTarget")
+            and condition.get("status") == "True"
+        ):
+            return str(condition.get("lastTransitionTime") or "") or None
+    return None
+
+
+async def retry_later(
+    upgrade: Upgrade,
+    step: MoverStep,
+    mover: MoverJob,
+    result: MoverResult,
+    *,
+    limit: int | None,
 ) -> StepResult:
-    """Retry what may pass (the mover says so), fail for what will not."""
-    reason = result.reason.replace(":", "")
-    limit = settings.current().max_mover_retries
+    """Say why (once), keep the failed Job until the next attempt is due, then delete it so
+    that the next pass starts a fresh one. Deleting it only then keeps the Job watch from
+    waking the flow into an immediate retry. With a `limit`, the upgrade fails beyond it;
+    without, the flow waits as long as it takes (a fix only the user can make)."""
+    reason = result.reason.replace(":", "") or "Failed"
     retries = int(upgrade.status.get("moverRetries") or 0)
-    if result.transient and retries < limit:
-        delay = MOVER_RETRY.delay_before(retries + 2)
-        message = f"{result.error}; retry {retries + 1} of {limit} in {delay:.0f}s"
-        await upgrade.patch_status(
-            conditions=[
-                (step.condition, cond.FALSE, reason, message),
-                (cond.READY, cond.FALSE, reason, message),
-            ],
-            progress=None,
-            message=message,
-            moverRetries=retries + 1,
-        )
-        upgrade.event("Warning", reason, message)
-        await upgrade.movers.delete(step.direction)
-        return Again(delay)
-    if result.transient:
+    if limit is not None and retries >= limit:
         message = f"{result.error} (still failing after {retries} retries)"
         return await fail(upgrade, reason, message, condition_type=step.condition)
+    delay = retry_delay(retries)
+    message = result.error or reason
+    if limit is not None:
+        message += f"; retry {retries + 1} of {limit} in {delay:.0f}s"
+    shown = cond.find_condition(upgrade.conditions, cond.READY) or {}
+    if shown.get("reason") != reason or shown.get("message") != message:
+        changes = [(cond.READY, cond.FALSE, reason, message)]
+        if step.condition != cond.READY:
+            changes.insert(0, (step.condition, cond.FALSE, reason, message))
+        await upgrade.patch_status(conditions=changes, progress=None, message=message)
+        upgrade.event("Warning", reason, message)
+    waited = seconds_since(failed_at(mover))
+    if waited is not None and waited < delay:
+        return Again(delay - waited)
+    await upgrade.patch_status(moverRetries=retries + 1)
+    await upgrade.movers.delete(step.direction)
+    return Again(2.0)  # the deleted Job may linger a moment; drive_mover waits for it
+
+
+async def mover_failed(
+    upgrade: Upgrade, spec: UpgradeSpec, step: MoverStep, mover: MoverJob, result: MoverResult
+) -> StepResult:
+    """Retry what may pass (the mover says so), fail for what will not."""
+    if result.transient:
+        return await retry_later(
+            upgrade, step, mover, result, limit=settings.current().max_mover_retries
+        )
     if result.reason == DESTINATION_EXISTS and step.output is not None:
         what, output = step.output(spec)
         message = (
@@ -206,7 +240,7 @@ async def mover_failed(
         return await fail(upgrade, DESTINATION_EXISTS, message, condition_type=step.condition)
     return await fail(
         upgrade,
-        reason,
+        result.reason.replace(":", ""),
         result.error,
         condition_type=step.condition,
         failures=result.failures or None,

@@ -105,6 +105,9 @@ class OperatorSettings:
     mover_active_deadline_seconds: int | None = DEFAULT_MOVER_ACTIVE_DEADLINE_SECONDS
     mover_resources: MoverResources = field(default_factory=MoverResources)
     database_image: str | None = None  # dump/restore Jobs; None: the mover image
+    # First wait before a failed mover is tried again (it doubles, up to 60 times this):
+    # not a flag; tests that drive retries shorten it.
+    mover_retry_base_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.allowed_platform_urls:
