@@ -33,6 +33,10 @@ from tests.support.emulator import (
 )
 from tests.support.upgrade_request import create_request, request_client, upload, wait_for_status
 
+# A restart sends the whole file again; a resume, at least this much less of a 4 MB file cut
+# after 1 MB (the rest of that first MB may have been in flight and lost).
+RESUME_SAVES_AT_LEAST = 300_000
+
 
 @pytest.fixture
 def keys() -> SshKeyPair:
@@ -152,8 +156,10 @@ async def test_cut_upload_resumes_from_the_partial_file(
     cut, resumed = sessions(emu, "upload")
     assert cut["reasons"] == ["CONNECTION:CUT"] and resumed["ok"]
     assert sent.attempts == 2
-    # The second run sent only what the first one did not get through (plus checksums).
-    assert int(resumed["bytes_received"]) < dump.stat().st_size - 800_000
+    # The second run sent only what the first one did not get through (plus checksums). What
+    # was in flight when the link was cut (socket and channel buffers) is lost, more of it on
+    # a loaded machine, so "less than a restart" is measured with room for it.
+    assert int(resumed["bytes_received"]) < dump.stat().st_size - RESUME_SAVES_AT_LEAST
     assert (emu.request_data(created.request_id) / "origin.sql").read_bytes() == dump.read_bytes()
     assert not list(emu.request_data(created.request_id).rglob(".odoo-upgrade-partial/*"))
 
@@ -175,7 +181,7 @@ async def test_cut_download_resumes_and_the_set_checks(
     cut, resumed = sessions(emu, "download")
     assert cut["reasons"] == ["CONNECTION:CUT"] and resumed["ok"]
     assert got.attempts == 2
-    assert int(resumed["bytes_sent"]) < got.bytes - 800_000
+    assert int(resumed["bytes_sent"]) < got.bytes - RESUME_SAVES_AT_LEAST
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=got.path, capture_output=True)
     assert check.returncode == 0
     served = emu.request_data(created.request_id) / "upgraded.dump"

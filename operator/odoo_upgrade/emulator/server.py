@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import socket
 
 from aiohttp import web
 
@@ -26,6 +27,27 @@ from odoo_upgrade.emulator.store import RequestStore
 log = logging.getLogger("odoo_upgrade.emulator")
 
 READY_FILE = "ready.json"
+
+
+# What a slow link's receiver holds in flight. Without it, loopback's receive buffer (tens of
+# MiB) swallows a whole test dump at once and the client's progress jumps to 100 % while the
+# emulator is still "receiving" it at --bandwidth.
+SLOW_LINK_RECEIVE_BUFFER = 256 * 1024
+
+
+def slow_link_socket(host: str, port: int) -> socket.socket:
+    """A listening socket whose connections buffer no more than a slow link would."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    listening = socket.socket(family, kind, proto)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Set before listen(): accepted connections inherit it, window scaling included.
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_LINK_RECEIVE_BUFFER)
+    listening.bind(address)
+    listening.listen(128)
+    listening.setblocking(False)
+    return listening
 
 
 async def serve(config: EmulatorConfig) -> None:
@@ -58,7 +80,11 @@ async def serve(config: EmulatorConfig) -> None:
     add_request_api(app, request_api, faults, calls)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    site: web.BaseSite
+    if config.bandwidth:
+        site = web.SockSite(runner, slow_link_socket(config.host, config.port))
+    else:
+        site = web.TCPSite(runner, config.host, config.port)
     await site.start()
     server = site._server
     sockets = getattr(server, "sockets", None) or []
