@@ -2,6 +2,9 @@
 branch of the flow. The movers are the real `odoo-upgrade mover` processes; only the cluster
 (API server, Job controller, kubelet) is a stand-in (tests/support/fake_cluster.py).
 
+The behaviour both platform APIs share is one test parametrised by `api` (database-v1 over
+HTTPS, upgrade-request over rsync); each API's own cases follow.
+
 No control plane is needed; each test takes a second or two.
 """
 
@@ -11,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +22,9 @@ from typing import Any
 
 import pytest
 
-from odoo_upgrade.controller import settings
+from prometheus_client import generate_latest
+
+from odoo_upgrade.controller import metrics, settings
 from odoo_upgrade.controller.flow import reconcile
 from odoo_upgrade.controller.outcomes import Finished, Waiting
 from odoo_upgrade.controller.resource import Upgrade
@@ -34,6 +40,12 @@ NS = "odoo"
 NAME = "acme-to-18"
 SOURCE = "dumps/acme.dump"
 DESTINATION = "upgraded/acme-18.dump"
+V1 = "database-v1"
+UR = "upgrade-request"
+APIS = (V1, UR)
+# Where each API puts the upgraded dump: a file (v1), a new directory of files (upgrade/request).
+DESTINATIONS = {V1: DESTINATION, UR: "upgraded/acme-18"}
+SECRET_NAMES = {V1: "key", UR: "token"}
 
 
 @pytest.fixture(scope="module")
@@ -97,18 +109,55 @@ class Run:
         return self.status
 
 
-def spec_for(emulator: RunningEmulator, **changes: Any) -> dict[str, Any]:
+def spec_for(emulator: RunningEmulator, api: str = V1, **changes: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "target": "18.0",
         "email": "ops@acme.example",
         "contractSecretRef": {"name": "odoo-contract"},
         "source": {"claimName": "backups", "path": SOURCE},
-        "destination": {"claimName": "backups", "path": DESTINATION, "format": "archive"},
-        "transport": "https",
-        "platform": {"url": emulator.url, "pollInterval": "5s"},
+        "destination": {"claimName": "backups", "path": DESTINATIONS[api], "format": "archive"},
+        "transport": "https" if api == V1 else "rsync",
+        "platform": {"url": emulator.url, "pollInterval": "5s", "api": api},
     }
     spec.update(changes)
     return spec
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_delivered(run: Run, api: str, status: dict[str, Any]) -> None:
+    """The platform's upgraded dump is on the volume as the API delivers it, and status says so:
+    the file and its `.sha256` (v1); the whole set with a SHA256SUMS that checks (upgrade/request)."""
+    request_id = status["requestId"]
+    written = run.cluster.volume(NS, "backups") / DESTINATIONS[api]
+    if api == V1:
+        upgraded = run.emulator.upgraded_bytes(request_id)
+        assert written.read_bytes() == upgraded
+        assert status["download"]["sha256"] == hashlib.sha256(upgraded).hexdigest()
+        return
+    served = run.emulator.request_data(request_id)
+    got = tree(written)
+    sums = got.pop("SHA256SUMS")
+    expected = {k: v for k, v in tree(served).items() if not k.startswith("origin.")}
+    assert got == expected, sorted(set(got) ^ set(expected))
+    assert {"upgrade-report.html", "upgrade.log"} <= set(got)
+    assert any(name.startswith("upgraded.dump/") for name in got)
+    check = subprocess.run(
+        ["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=written, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    download = status["download"]
+    assert download["path"] == f"{DESTINATIONS[api]}/upgraded.dump"
+    assert download["reportPath"] == f"{DESTINATIONS[api]}/upgrade-report.html"
+    assert download["files"] == len(got)
+    assert download["sha256"] == hashlib.sha256(sums).hexdigest()
+    assert download["bytes"] == sum(len(data) for data in got.values())
 
 
 @pytest.fixture
@@ -151,18 +200,21 @@ def creates_of(emulator: RunningEmulator, before: int) -> int:
 # -- the whole flow -----------------------------------------------------------------------
 
 
-async def test_https_flow_creates_once_and_delivers_the_upgraded_dump(run: Run) -> None:
-    before = len(run.emulator.calls("create"))
-    dump = prepare(run)
+def creates_for(emulator: RunningEmulator, api: str) -> int:
+    return len(emulator.calls("create" if api == V1 else "upgrade/request/create"))
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_the_flow_creates_once_and_delivers_the_upgraded_dump(run: Run, api: str) -> None:
+    before = creates_for(run.emulator, api)
+    dump = prepare(run, spec=spec_for(run.emulator, api))
     status = await run.to_the_end()
     assert status["phase"] == "Succeeded", status
     request_id = status["requestId"]
-    upgraded = run.emulator.upgraded_bytes(request_id)
-    written = run.cluster.volume(NS, "backups") / DESTINATION
-    assert written.read_bytes() == upgraded
+    assert_delivered(run, api, status)
     assert status["upload"]["sha256"] == hashlib.sha256(dump).hexdigest()
-    assert status["download"]["sha256"] == hashlib.sha256(upgraded).hexdigest()
-    assert creates_of(run.emulator, before) == 1
+    assert status["upload"]["transport"] == ("https" if api == V1 else "rsync")
+    assert creates_for(run.emulator, api) - before == 1
     assert "createAttemptedAt" in status and status.get("moverRetries") is None
     order = [
         "Accepted",
@@ -177,7 +229,22 @@ async def test_https_flow_creates_once_and_delivers_the_upgraded_dump(run: Run) 
     assert [r for r in run.reasons if r in order] == order
     secret = run.cluster.secret_values(NS, f"{NAME}-request")
     assert secret["requestId"] == str(request_id)
-    assert secret["key"] not in repr(status) + repr(run.events)
+    # The request's secret is nowhere but its Secret: status, Events, Job specs, mover logs,
+    # metrics.
+    readable = {
+        "status": repr(status),
+        "events": repr(run.events),
+        "jobs": json.dumps(list(run.cluster.jobs.values())),
+        "mover logs": "\n".join(run.cluster.logs.values()),
+        "metrics": generate_latest(metrics.REGISTRY).decode(),
+    }
+    private = secret.get("ssh-privatekey", "").splitlines()[1:2]
+    for name, value in [
+        ("request secret", secret[SECRET_NAMES[api]]),
+        *[("key", k) for k in private],
+    ]:
+        assert len(value) > 16
+        assert [place for place, text in readable.items() if value in text] == [], name
 
 
 async def test_sftp_upload_is_granted_access_and_pins_the_host_key_its_mover_saw(run: Run) -> None:
