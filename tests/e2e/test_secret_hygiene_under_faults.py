@@ -3,12 +3,13 @@ cut transfers, platform refusals, a mover that refuses a host key, an operator S
 restarted mid-flight.
 
 The happy path alone is pinned by test_operator_key_never_leaks.py. Here one flaky platform
-(30 % `SERVER:ERROR`, every transfer cut once, slow answers) serves five upgrades that end in
-five different ways, then everything readable is scanned: the resources, core and
-events.k8s.io Events, the mover Jobs and Pods (commands, termination messages), the operator's
-log (tracebacks included), the mover pods' logs and the metrics output. Secrets looked for: the
-contract, every request key (raw and URL-encoded), any `/database/<region>/<id>/<key>` URL,
-`PRIVATE KEY` and the lines of each SSH private key. A hit names its place, secret masked.
+(30 % `SERVER:ERROR`, every transfer cut once, slow answers) serves seven upgrades that end in
+seven different ways, on both platform APIs, then everything readable is scanned: the
+resources, core and events.k8s.io Events, the mover Jobs and Pods (commands, termination
+messages), the operator's log (tracebacks included), the mover pods' logs and the metrics
+output. Secrets looked for: the contract, every request key and token (raw and URL-encoded),
+any `/database/<region>/<id>/<key>` URL, `PRIVATE KEY` and the lines of each SSH private key
+(upgrade-request makes one per request). A hit names its place, secret masked.
 """
 
 from __future__ import annotations
@@ -45,13 +46,16 @@ DUMP_BYTES = 512 * 1024
 
 def start(ns: Namespace, emulator: RunningEmulator, name: str, **spec_changes: Any) -> Upgrade:
     transport = spec_changes.pop("transport", "https")
+    api = "upgrade-request" if transport == "rsync" else None
     manifest = upgrade_manifest(
         ns.name,
         name,
         platform_url=emulator.url,
         source_path=f"dumps/{name}.dump",
-        destination_path=f"upgraded/{name}.dump",
+        destination_path=f"upgraded/{name}" + ("" if api else ".dump"),
         transport=transport,
+        api=api,
+        env=spec_changes.pop("env", None),
     )
     manifest["spec"].update(spec_changes)
     ns.kube.apply(manifest)
@@ -91,7 +95,8 @@ def test_no_secret_leaks_on_failure_retry_and_restart_paths(
     )
     ns = namespaces()
     ns.prepare(contract=emulator.contract)
-    for name in ("https-ok", "sftp-ok", "target-refused", "host-key-refused"):
+    for name in ("https-ok", "sftp-ok", "target-refused", "host-key-refused", "rsync-ok",
+                 "rsync-failed"):  # fmt: skip
         ns.put_dump(f"dumps/{name}.dump", size=DUMP_BYTES)
     write_file(ns.volume() / "dumps/garbage.dump", b"not a dump\n" * 20000)
     stranger = " ".join(generate_ssh_keypair().public_line.split()[:2])
@@ -103,6 +108,18 @@ def test_no_secret_leaks_on_failure_retry_and_restart_paths(
         "host-key-refused": (
             "Failed",
             start(ns, emulator, "host-key-refused", transport="sftp", sftp={"hostKey": stranger}),
+        ),
+        "rsync-ok": ("Succeeded", start(ns, emulator, "rsync-ok", transport="rsync")),
+        # The platform's reason for the failure lands in status and an Event: a path to scan.
+        "rsync-failed": (
+            "Failed",
+            start(
+                ns,
+                emulator,
+                "rsync-failed",
+                transport="rsync",
+                env=["ODOO_UPGRADE_EMULATOR_FAIL=the upgrade of module stock failed"],
+            ),
         ),
     }
     ledger = RunLedger(record_property)
@@ -128,11 +145,14 @@ def test_no_secret_leaks_on_failure_retry_and_restart_paths(
         data = upgrade.request_secret() if obj["status"].get("requestId") else {}
         if data.get("key"):
             secrets[f"request key of {name}"] = data["key"]
+        if data.get("token"):
+            secrets[f"request token of {name}"] = data["token"]
         pem = data.get("ssh-privatekey", "")
         for number, line in enumerate(pem.splitlines()):
             if line and not line.startswith("-----"):
                 secrets[f"line {number} of the SSH private key of {name}"] = line
     assert sum(k.startswith("request key") for k in secrets) >= 4, "too few keys to look for"
+    assert sum(k.startswith("request token") for k in secrets) == 2, "no tokens to look for"
     assert any("SSH private key" in k for k in secrets), "no SSH private key to look for"
 
     places = readable_places(cluster, kube, ns, live_operator)
