@@ -84,6 +84,8 @@ def create(kube: Kube, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
             "spec.destination.format",
         ),
         ({"transport": "ftp"}, "spec.transport"),
+        ({"transport": "rsync"}, "spec.platform.api"),
+        ({"platform": {"api": "upgrade-request"}, "transport": "https"}, "spec.transport"),
         ({"platform": {"pollInterval": "soon"}}, "spec.platform.pollInterval"),
     ],
     ids=lambda v: json.dumps(v) if isinstance(v, dict) else str(v),
@@ -106,7 +108,11 @@ def test_valid_resource_is_accepted_with_defaults_filled(kube: Kube, namespace: 
     assert spec["transport"] == "auto"
     assert spec["contractSecretRef"]["key"] == "contract"
     assert spec["destination"]["format"] == "archive"
-    assert spec["platform"] == {"url": "https://upgrade.odoo.com", "pollInterval": "60s"}
+    assert spec["platform"] == {
+        "url": "https://upgrade.odoo.com",
+        "pollInterval": "60s",
+        "api": "database-v1",
+    }
 
 
 def patch_spec(
