@@ -244,11 +244,13 @@ def test_the_valid_spec_is_accepted(crd: None, cluster: Any, namespace: str) -> 
     )
     assert created.returncode == 0, created.stderr
     ours = manifest("valid-upgrade-request", valid_upgrade_request_spec())
-    created = kubectl(cluster, "-n", namespace, "apply", "-f", "-", stdin=ours)
+    created = cluster.kubectl("-n", namespace, "apply", "-f", "-", input=ours, check=False)
     assert created.returncode == 0, created.stderr
     auto = valid_upgrade_request_spec()
     auto["transport"] = "auto"  # auto is rsync there
-    created = kubectl(cluster, "-n", namespace, "apply", "-f", "-", stdin=manifest("auto", auto))
+    created = cluster.kubectl(
+        "-n", namespace, "apply", "-f", "-", input=manifest("auto", auto), check=False
+    )
     assert created.returncode == 0, created.stderr
 
 
@@ -346,18 +348,10 @@ def test_platform_api_and_env_cannot_change_once_the_request_exists(
     crd: None, cluster: Any, namespace: str, field: str, value: Any, record_property: Any
 ) -> None:
     name = f"immutable-platform-{field}"
-    created = kubectl(
-        cluster,
-        "-n",
-        namespace,
-        "apply",
-        "-f",
-        "-",
-        stdin=manifest(name, valid_upgrade_request_spec()),
-    )
+    ours = manifest(name, valid_upgrade_request_spec())
+    created = cluster.kubectl("-n", namespace, "apply", "-f", "-", input=ours, check=False)
     assert created.returncode == 0, created.stderr
-    marked = kubectl(
-        cluster,
+    marked = cluster.kubectl(
         "-n",
         namespace,
         "patch",
@@ -367,13 +361,16 @@ def test_platform_api_and_env_cannot_change_once_the_request_exists(
         "--type=merge",
         "-p",
         json.dumps({"status": {"requestId": 70001}}),
+        check=False,
     )
     assert marked.returncode == 0, marked.stderr
     changed = valid_upgrade_request_spec()
     changed["platform"][field] = value
     if field == "api":  # a database-v1 spec: its own transport and no env
         changed["transport"], changed["platform"]["env"] = "https", []
-    refused = kubectl(cluster, "-n", namespace, "apply", "-f", "-", stdin=manifest(name, changed))
+    refused = cluster.kubectl(
+        "-n", namespace, "apply", "-f", "-", input=manifest(name, changed), check=False
+    )
     assert refused.returncode != 0, f"changing platform.{field} after the request was accepted"
     assert f"spec.platform.{field} is immutable" in refused.stderr, refused.stderr
     RunLedger(record_property).input(f"change platform.{field} after the request exists")

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import random
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterable
