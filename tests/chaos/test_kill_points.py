@@ -80,10 +80,10 @@ class KillPoint:
         return "upgrade-request" if self.transport == "rsync" else "database-v1"
 
     def on_upgrade_request(self) -> KillPoint:
-        """The same point on the upgrade-request API (rsync both ways)."""
-        return KillPoint(
-            f"{self.label} upgrade-request", self.reached, self.victim, "rsync", self.short
-        )
+        """The same point on the upgrade-request API (rsync both ways); in the short form only
+        where the APIs differ (a platform state, an rsync resumed by a new pod)."""
+        short = self.short and self.label != "operator after RequestCreated"
+        return KillPoint(f"{self.label} upgrade-request", self.reached, self.victim, "rsync", short)
 
 
 KILL_POINTS = [

@@ -353,12 +353,11 @@ async def test_a_refused_dump_fails_with_the_platforms_reason(
 # -- prerequisites and the allowlist --------------------------------------------------------
 
 
-@pytest.mark.parametrize("api", APIS)
 async def test_prerequisites_appearing_late_are_waited_for_without_a_platform_call(
-    run: Run, api: str
+    run: Run,
 ) -> None:
     before = len(run.emulator.calls())
-    run.cluster.add_upgrade(NS, NAME, spec_for(run.emulator, api))
+    run.cluster.add_upgrade(NS, NAME, spec_for(run.emulator))
     await run.step()
     assert run.ready()["reason"] == "ContractSecretNotFound"
     run.cluster.add_secret(NS, "odoo-contract", {"contract": run.emulator.contract})
@@ -425,30 +424,27 @@ async def test_a_create_answered_by_a_gateway_error_is_outcome_unknown(
     assert creates_for(run.emulator, api) - before == 1  # the platform acted once; never again
 
 
-@pytest.mark.parametrize("api", APIS)
 async def test_a_create_refused_with_503_is_retried_safely(
-    run: Run, tmp_path: Path, allow: Callable[..., None], api: str
+    run: Run, tmp_path: Path, allow: Callable[..., None]
 ) -> None:
     with RunningEmulator(tmp_path / "busy", process_seconds=0.3, fail_rate=1.0) as busy:
         allow(busy.url)
         run = Run(FakeCluster(tmp_path / "cluster"), busy)
-        prepare(run, spec=spec_for(busy, api))
+        prepare(run, spec=spec_for(busy))
         with pytest.raises(PlatformError) as raised:
             await reconcile(run.handle())
         assert raised.value.transient
         assert "createAttemptedAt" not in run.status  # the platform said it did not act
-        creates = busy.calls("create" if api == V1 else "upgrade/request/create")
-        assert creates and all(not c["ok"] for c in creates)
+        assert all(not c["ok"] for c in busy.calls("create"))
 
 
-@pytest.mark.parametrize("api", APIS)
-async def test_a_secret_write_failing_after_create_is_retried_and_shown(run: Run, api: str) -> None:
-    before = creates_for(run.emulator, api)
-    prepare(run, spec=spec_for(run.emulator, api))
+async def test_a_secret_write_failing_after_create_is_retried_and_shown(run: Run) -> None:
+    before = len(run.emulator.calls("create"))
+    prepare(run)
     run.cluster.fail_once("create_secret", RuntimeError("etcdserver: request timed out"))
     status = await run.to_the_end()
     assert status["phase"] == "Succeeded"
-    assert creates_for(run.emulator, api) - before == 1
+    assert creates_of(run.emulator, before) == 1
 
 
 async def test_a_resource_deleted_while_its_request_is_stored_stops_the_retries(
@@ -498,9 +494,8 @@ async def test_process_is_asked_once_whether_the_crash_came_before_or_after_the_
 # -- movers -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("api", APIS)
-async def test_a_transient_mover_failure_is_retried_and_then_succeeds(run: Run, api: str) -> None:
-    prepare(run, spec=spec_for(run.emulator, api))
+async def test_a_transient_mover_failure_is_retried_and_then_succeeds(run: Run) -> None:
+    prepare(run)
     source = run.cluster.volume(NS, "backups") / SOURCE
     kept = source.read_bytes()
     source.unlink()
