@@ -1,9 +1,12 @@
 """`odoo-upgrade`: upgrade an Odoo database dump through the Upgrade Platform from a shell or CI.
 
-`run` does the whole flow and can be rerun after a crash; `create`, `upload`, `sftp-access`,
-`process`, `status` and `download` are thin scripting steps over the platform client and the
-transfers. `operator` and `mover` (the Kubernetes side) are loaded only when invoked, so the
-CLI starts fast and works where kopf is not needed.
+`run` does the whole flow and can be rerun after a crash, on either platform API (`--api
+database-v1`, the default, or `upgrade-request`); `create`, `upload`, `sftp-access`,
+`process`, `status` and `download` are thin scripting steps over the database-v1 client and the
+transfers; `status`, `process`, `log` and `wipe` also take the request from a state file of
+`run` (`--token-from`), which is how an upgrade-request request is addressed. `operator` and
+`mover` (the Kubernetes side) are loaded only when invoked, so the CLI starts fast and works
+where kopf is not needed.
 
 No command ever prompts: everything comes from options, environment variables or files.
 """
@@ -28,10 +31,12 @@ import click
 from odoo_upgrade import __version__
 from odoo_upgrade.cli_errors import EXIT_CODES_HELP, UsageProblem, exit_on_errors
 from odoo_upgrade.redact import install_log_redaction, redact, register_secret
-from odoo_upgrade.request.platform import DEFAULT_PLATFORM_URL
+from odoo_upgrade.request.platform import DEFAULT_PLATFORM_URL, PlatformApi
 
 if TYPE_CHECKING:
     from odoo_upgrade.platform.client import PlatformClient
+    from odoo_upgrade.request.platform import Platform, RequestRef
+    from odoo_upgrade.runstate import RunState
     from odoo_upgrade.transfer import TransferResult
 
 T = TypeVar("T")
@@ -201,6 +206,50 @@ def request_key(key_file: Path | None) -> str:
     return read_secret_value(key_file, "ODOO_UPGRADE_KEY", "request key", "--key-file")
 
 
+api_option = click.option(
+    "--api",
+    type=click.Choice([a.value for a in PlatformApi]),
+    envvar="ODOO_UPGRADE_API",
+    default=PlatformApi.DATABASE_V1.value,
+    show_default=True,
+    help="The platform API: database-v1 (HTTPS/SFTP, one upgraded file back) or "
+    "upgrade-request (what Odoo's own script speaks: rsync over SSH, a directory back). "
+    "Env ODOO_UPGRADE_API.",
+)
+token_from_option = click.option(
+    "--token-from",
+    "state_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The state file of `run` (<dump>.odoo-upgrade.json): the request's id, its key or "
+    "token and its assigned host come from there.",
+)
+
+
+def request_from_state(state_file: Path) -> RunState:
+    """The request a state file of `run` holds (its secrets registered for redaction)."""
+    from odoo_upgrade.runstate import load_state
+
+    state = load_state(state_file)
+    if state is None:
+        raise UsageProblem(f"--token-from {state_file}: no such state file")
+    register_secret(state.key, state.ssh_private_key)
+    return state
+
+
+async def with_platform(
+    state: RunState, action: Callable[[Platform, RequestRef], Coroutine[Any, Any, T]]
+) -> T:
+    """Run `action` on the platform API and URL the state file's request was made on."""
+    from odoo_upgrade.platform.apis import open_platform
+    from odoo_upgrade.request.platform import RequestRef
+
+    platform = open_platform(state.api, state.platform_url)
+    try:
+        return await action(platform, RequestRef(state.request_id, state.key, state.assigned_host))
+    finally:
+        await platform.aclose()
+
+
 # -- the group ----------------------------------------------------------------------------
 
 
@@ -248,9 +297,10 @@ def cli(ctx: click.Context, platform_url: str, verbose: bool) -> None:
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.option(
     "--dump",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The database dump to upgrade (pg_dump custom, SQL, zip or gzip). With --database: "
-    "where the dump is written first (default: <database>.dump here; never over a file).",
+    type=click.Path(path_type=Path),
+    help="The database dump to upgrade (pg_dump custom, SQL, zip or gzip; with --api "
+    "upgrade-request also a pg_dump directory-format dump). With --database: where the dump is "
+    "written first (default: <database>.dump here; never over a file).",
 )
 @click.option(
     "--database",
@@ -278,9 +328,10 @@ def cli(ctx: click.Context, platform_url: str, verbose: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the new filestore goes (must not exist; default: <filestore>/../<restore-name>).",
 )
+@api_option
 @click.option("--target", required=True, help="Odoo version to upgrade to, e.g. 18.0.")
 @click.option("--aim", type=click.Choice(["test", "production"]), default="test", show_default=True)
-@click.option("--email", help="Your email address (required to create a request).")
+@click.option("--email", help="Your email address (required to create a database-v1 request).")
 @click.option(
     "--contract-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -290,11 +341,20 @@ def cli(ctx: click.Context, platform_url: str, verbose: bool) -> None:
 @click.option("--filename", help="Name the platform shows for the dump (default: its basename).")
 @click.option("--timezone", help="Server timezone (only for source versions < 6.1).")
 @click.option(
+    "--env",
+    "env_vars",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="An environment variable for the upgrade on the platform (--api upgrade-request, sent "
+    "as env_vars). Repeatable.",
+)
+@click.option(
     "--transport",
-    type=click.Choice(["auto", "https", "sftp"]),
+    type=click.Choice(["auto", "https", "sftp", "rsync"]),
     default="auto",
     show_default=True,
-    help="auto: SFTP (resumable) above --sftp-threshold, HTTPS below.",
+    help="database-v1: auto is SFTP (resumable) above --sftp-threshold, HTTPS below. "
+    "upgrade-request: rsync over SSH (auto means rsync).",
 )
 @click.option(
     "--sftp-threshold",
@@ -306,9 +366,10 @@ def cli(ctx: click.Context, platform_url: str, verbose: bool) -> None:
 )
 @click.option(
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Where to write the upgraded dump (default: upgraded_<name> next to the dump). "
-    "Never overwritten; <output>.sha256 is written beside it.",
+    "Never overwritten; <output>.sha256 is written beside it. With --api upgrade-request a "
+    "new directory (default upgraded_<stem>) receiving the upgraded set and its SHA256SUMS.",
 )
 @click.option(
     "--format",
@@ -329,7 +390,7 @@ def cli(ctx: click.Context, platform_url: str, verbose: bool) -> None:
     "--state-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where progress is recorded (default: <dump>.odoo-upgrade.json). It holds the "
-    "request key: it is created mode 0600; keep it private.",
+    "request key or token: it is created mode 0600; keep it private.",
 )
 @json_option
 @progress_option
@@ -337,6 +398,7 @@ def cli(ctx: click.Context, platform_url: str, verbose: bool) -> None:
 def run(
     ctx: click.Context,
     dump: Path | None,
+    api: str,
     database: str | None,
     pg_host: str | None,
     pg_port: int | None,
@@ -350,6 +412,7 @@ def run(
     contract_file: Path | None,
     filename: str | None,
     timezone: str | None,
+    env_vars: tuple[str, ...],
     transport: str,
     sftp_threshold: int,
     output: Path | None,
@@ -373,6 +436,8 @@ def run(
     `test -d acme -t 18.0 -r acme_18`), resumable the same way:
       PGHOST=db PGUSER=odoo PGPASSWORD=... odoo-upgrade run --database acme --target 18.0 \\
           --email ops@acme.example --restore-name acme_18 --filestore filestore/acme
+      ODOO_UPGRADE_CONTRACT=M123456-abcdef odoo-upgrade run --api upgrade-request \\
+          --dump acme.dump --target 18.0
     """
     with exit_on_errors(json_output=json_output, rerun_hint="rerun the same command to continue"):
         from odoo_upgrade.runflow import (
@@ -405,12 +470,14 @@ def run(
             timezone=timezone,
             transport=transport,
             sftp_threshold=sftp_threshold,
-            output=output or default_output(dump, fmt),
+            output=output or default_output(dump, fmt, api),
             format=fmt,
             poll_interval=poll_interval,
             state_file=state_file or default_state_file(dump),
             show_progress=not no_progress,
             databases=databases,
+            api=api,
+            env_vars=env_vars,
         )
         summary = run_async(run_upgrade(options, say))
         if json_output:
@@ -458,12 +525,15 @@ def print_run_summary(data: dict[str, Any]) -> None:
     def size(value: int | None) -> str:
         return "-" if value is None else f"{format_bytes(value)} ({value} bytes)"
 
+    downloaded = size(data["bytes_downloaded"])
+    if data.get("files") is not None:
+        downloaded += f", {data['files']} files checked by {data['sha256_file']}"
     rows = [
         ("request", str(data["request_id"])),
         ("target", data["target"]),
         ("platform state", data["platform_state"]),
         ("uploaded", f"{size(data['bytes_uploaded'])} over {data['transport']}"),
-        ("downloaded", size(data["bytes_downloaded"])),
+        ("downloaded", downloaded),
         ("sha256", data["sha256"] or "-"),
         ("output", data["output"]),
     ]
@@ -703,25 +773,69 @@ def sftp_access(
                 click.echo(f"{name + ':':16}{value}")
 
 
+optional_request_option = click.option(
+    "--request",
+    "request_id",
+    type=click.IntRange(min=1),
+    envvar="ODOO_UPGRADE_REQUEST",
+    help="Request id (env ODOO_UPGRADE_REQUEST); or --token-from STATE.",
+)
+
+
+def request_or_state(request_id: int | None, state_file: Path | None) -> RunState | None:
+    """The state file's request, None for --request (database-v1), or a usage error."""
+    if state_file is not None:
+        if request_id is not None:
+            raise UsageProblem("pass either --request or --token-from, not both")
+        return request_from_state(state_file)
+    if request_id is None:
+        raise UsageProblem(
+            "missing --request ID (with --key-file), or --token-from STATE (the state file of "
+            "`run`, the only way to address an upgrade-request request)"
+        )
+    return None
+
+
 @cli.command()
-@request_option
+@optional_request_option
 @key_file_option
+@token_from_option
 @json_option
 @click.pass_context
-def process(ctx: click.Context, request_id: int, key_file: Path | None, json_output: bool) -> None:
+def process(
+    ctx: click.Context,
+    request_id: int | None,
+    key_file: Path | None,
+    state_file: Path | None,
+    json_output: bool,
+) -> None:
     """Ask the platform to upgrade the uploaded dump."""
     with exit_on_errors(json_output=json_output):
-        key = request_key(key_file)
-        run_async(with_client(platform_url(ctx), lambda client: client.process(request_id, key)))
+        state = request_or_state(request_id, state_file)
+        facts: dict[str, Any] = {}
+        if state is None:
+            assert request_id is not None
+            key, number = request_key(key_file), request_id
+            run_async(with_client(platform_url(ctx), lambda client: client.process(number, key)))
+        else:
+            request_id = state.request_id
+            facts = run_async(with_platform(state, lambda p, ref: p.process(ref)))
         if json_output:
-            print_json({"request_id": request_id, "processing": True})
+            print_json({"request_id": request_id, "processing": True, **facts})
         else:
             click.echo(f"request {request_id}: processing requested")
+            if facts.get("pgVersionCompatible") is False:
+                click.echo(
+                    "warning: the upgraded dump cannot be restored on the PostgreSQL version "
+                    "of the uploaded dump",
+                    err=True,
+                )
 
 
 @cli.command()
-@request_option
+@optional_request_option
 @key_file_option
+@token_from_option
 @json_option
 @click.option(
     "--show-urls",
@@ -730,13 +844,23 @@ def process(ctx: click.Context, request_id: int, key_file: Path | None, json_out
 )
 @click.pass_context
 def status(
-    ctx: click.Context, request_id: int, key_file: Path | None, json_output: bool, show_urls: bool
+    ctx: click.Context,
+    request_id: int | None,
+    key_file: Path | None,
+    state_file: Path | None,
+    json_output: bool,
+    show_urls: bool,
 ) -> None:
     """Show the request as the platform sees it.
 
     Never its URLs (they embed the key) unless --json --show-urls.
     """
     with exit_on_errors(json_output=json_output):
+        state = request_or_state(request_id, state_file)
+        if state is not None:
+            print_platform_status(state, json_output)
+            return
+        assert request_id is not None
         key = request_key(key_file)
         request = run_async(
             with_client(platform_url(ctx), lambda client: client.status(request_id, key))
@@ -828,6 +952,136 @@ def download(
         result = run_async(download_https(url, output, progress=progress))
         progress.finish()
         print_transfer(result, json_output, output=str(output))
+
+
+def print_platform_status(state: RunState, json_output: bool) -> None:
+    """`status --token-from`: the public view of the request, whichever its API."""
+    current = run_async(with_platform(state, lambda p, ref: p.status(ref)))
+    data: dict[str, Any] = {
+        "id": state.request_id,
+        "api": state.api,
+        "target": state.target,
+        "aim": state.aim,
+        **{k: v for k, v in current.public.items() if v is not None},
+    }
+    if json_output:
+        print_json(data)
+        return
+    for name, value in data.items():
+        if isinstance(value, list):
+            value = ", ".join(value)
+        click.echo(redact(f"{name + ':':18}{value}"))
+
+
+@cli.command("log", epilog=EXIT_CODES_HELP)
+@token_from_option
+@click.option(
+    "--from-byte",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Print the log from this byte on (a previous call's end, to tail it).",
+)
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep printing what the platform adds until the request is final.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between two looks with --follow.",
+)
+def log_command(state_file: Path | None, from_byte: int, follow: bool, interval: float) -> None:
+    """Print the platform's upgrade log of an upgrade-request request (--follow to tail it).
+
+    The log goes to stdout as the platform serves it; where it ends is said on stderr.
+    """
+    with exit_on_errors(json_output=False):
+        if state_file is None:
+            raise UsageProblem("missing --token-from STATE (the state file of `run`)")
+        state = request_from_state(state_file)
+        if state.api != PlatformApi.UPGRADE_REQUEST:
+            raise UsageProblem(
+                f"--token-from {state_file}: request {state.request_id} is a {state.api} "
+                "request; only upgrade-request serves a log"
+            )
+        end = run_async(
+            with_platform(state, lambda p, ref: follow_log(p, ref, from_byte, follow, interval))
+        )
+        click.echo(f"log of request {state.request_id}: {end} bytes", err=True)
+
+
+async def follow_log(
+    platform: Platform, ref: RequestRef, offset: int, follow: bool, interval: float
+) -> int:
+    """Print the log from `offset`; with `follow`, until the request is final and read whole.
+
+    Returns the offset reached."""
+    while True:
+        final = follow and platform.states.is_final((await platform.status(ref)).state)
+        while True:
+            text, offset = await platform.log_tail(ref, offset)
+            if not text:
+                break
+            click.echo(redact(text), nl=False)
+        if not follow or final:
+            return offset
+        await asyncio.sleep(interval)
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@token_from_option
+@click.option(
+    "--contract-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding your contract reference (or set ODOO_UPGRADE_CONTRACT).",
+)
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Confirm: the dumps the platform keeps for the contract are deleted for good.",
+)
+@json_option
+def wipe(state_file: Path | None, contract_file: Path | None, yes: bool, json_output: bool) -> None:
+    """Delete the dumps the platform keeps for your contract (upgrade-request; needs --yes).
+
+    Any request of the contract names it; --token-from gives the one of a `run`.
+    """
+    with exit_on_errors(json_output=json_output):
+        if state_file is None:
+            raise UsageProblem("missing --token-from STATE (the state file of `run`)")
+        if not yes:
+            raise UsageProblem("wipe deletes the platform's dumps of the contract: pass --yes")
+        state = request_from_state(state_file)
+        if state.api != PlatformApi.UPGRADE_REQUEST:
+            raise UsageProblem(
+                f"--token-from {state_file}: wipe exists on upgrade-request only (request "
+                f"{state.request_id} is {state.api})"
+            )
+        contract = read_secret_value(
+            contract_file, "ODOO_UPGRADE_CONTRACT", "contract", "--contract-file"
+        )
+        result = run_async(wipe_contract(state, contract))
+        if json_output:
+            print_json({"wiped": result.wiped, "failed": result.failed})
+        else:
+            click.echo(f"wiped: {', '.join(result.wiped) or '-'}")
+            if result.failed:
+                click.echo(f"not wiped (still in progress): {', '.join(result.failed)}")
+
+
+async def wipe_contract(state: RunState, contract: str) -> Any:
+    from odoo_upgrade.platform.upgrade_request_platform import UpgradeRequestPlatform
+
+    async def wipe_it(platform: Platform, ref: RequestRef) -> Any:
+        assert isinstance(platform, UpgradeRequestPlatform)
+        return await platform.client(ref.host).wipe(contract, ref.secret)
+
+    return await with_platform(state, wipe_it)
 
 
 def main() -> None:

@@ -35,7 +35,8 @@ EXIT_CODES_HELP = (
     "  1    the platform refused (its failures are printed) or a transfer failed\n"
     "  2    usage error or bad input (missing contract, existing output, state file mismatch,\n"
     "       a database not found, refused credentials, a restore target that exists)\n"
-    "  3    the upgrade ended `invalid` (the platform's customer message is printed)\n"
+    "  3    the upgrade ended `invalid`, `failed` or `cancelled` (the platform's reason is\n"
+    "       printed)\n"
     "  4    transient platform or network errors persisted after every retry\n"
     "  130  interrupted (Ctrl-C); rerunning `run` continues the same request"
 )
@@ -91,8 +92,8 @@ def error_lines(exc: BaseException) -> list[str]:
         return lines
     if isinstance(exc, UpgradeInvalid):
         return [
-            f"error: request {exc.request_id} ended `invalid` on the platform:",
-            f"  {exc.customer_message or '(the platform gave no customer message)'}",
+            f"error: request {exc.request_id} ended `{exc.state}` on the platform:",
+            f"  {exc.customer_message or '(the platform gave no reason)'}",
         ]
     if isinstance(exc, OSError) and exc.filename is not None:
         return [f"error: {exc.filename}: {exc.strerror or exc}"]
@@ -108,6 +109,7 @@ def error_json(exc: BaseException, code: int) -> dict[str, Any]:
         data["failures"] = [f.to_json() for f in exc.failures]
     if isinstance(exc, UpgradeInvalid):
         data["customer_message"] = exc.customer_message
+        data["state"] = exc.state
     reason = getattr(exc, "reason", None)
     if isinstance(reason, str):
         data["reason"] = reason

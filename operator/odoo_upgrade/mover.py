@@ -3,7 +3,9 @@
 A mover knows nothing of kopf or the Kubernetes API (its pod has no token). It reads the request
 from the files of the mounted request Secret, moves one dump with `odoo_upgrade.transfer`, prints
 progress lines to its log (`request.progress`), and reports its result as JSON in the
-termination message (`request.mover_result`):
+termination message (`request.mover_result`). `--api` names the platform API: database-v1
+(HTTPS or SFTP, one upgraded file) or upgrade-request (rsync over SSH inside a transfer window,
+a directory of files back).
 
     {"bytes": n, "sha256": hex, "attempts": n, "transport": t}          success, exit 0
     {"error": "...", "reason": "...", "transient": bool}                failure, exit 1 or 2
@@ -29,6 +31,8 @@ import click
 
 from odoo_upgrade.cli import LazyGroup
 from odoo_upgrade.platform import PlatformError, PlatformFailure
+from odoo_upgrade.platform.apis import insecure_hosts_named_by
+from odoo_upgrade.platform.upgrade_request import UpgradeRequestClient
 from odoo_upgrade.platform.v1 import DatabaseV1
 from odoo_upgrade.redact import install_log_redaction, redact, register_secret
 from odoo_upgrade.request.mover_result import (
@@ -42,14 +46,17 @@ from odoo_upgrade.request.mover_result import (
     MoverResult,
     termination_text,
 )
-from odoo_upgrade.request.platform import RequestRef
+from odoo_upgrade.request.platform import PlatformApi, RequestRef
 from odoo_upgrade.request.progress import ProgressLine
 from odoo_upgrade.request.sftp_grant import host_key_check
+from odoo_upgrade.request.states import UPGRADE_REQUEST_STATES, StateClass
 from odoo_upgrade.request.stored import StoredRequest, StoredRequestUnreadable
 from odoo_upgrade.request.transport import (
     DEFAULT_SFTP_THRESHOLD_BYTES,
     Transport,
     choose_transport,
+    transport_fits,
+    transports_of,
 )
 from odoo_upgrade.request.upgraded import UpgradedFormat, upgraded_url
 
@@ -104,7 +111,7 @@ def read_request(directory: Path) -> StoredRequest:
         raise MoverFailure(
             "RequestSecretUnreadable",
             f"request Secret files unreadable in {directory} ({exc}): expected files "
-            "'requestId' and 'key'",
+            "'requestId' and 'key' (or 'token')",
             transient=False,
         ) from None
 
@@ -189,11 +196,30 @@ def upload(
     transport: str,
     threshold: int,
     seen: HostKeySeen,
+    api: str = PlatformApi.DATABASE_V1,
+    plain_http_hosts: tuple[str, ...] = (),
 ) -> MoverResult:
     """Upload `source` for the request."""
     from odoo_upgrade import transfer
 
+    check_transport(api, transport)
     request = read_request(request_dir)
+    if api == PlatformApi.UPGRADE_REQUEST:
+        if not source.is_file() and not source.is_dir():
+            raise MoverFailure(
+                SOURCE_NOT_FOUND,
+                f"source dump not found: {source}",
+                transient=True,
+                retry_pod=False,
+            )
+        return asyncio.run(upload_rsync(platform_url, request, source, plain_http_hosts))
+    if source.is_dir():
+        raise MoverFailure(
+            "SourceIsDirectory",
+            f"source {source} is a directory: database-v1 uploads one dump file (a "
+            "directory-format dump needs --api upgrade-request)",
+            transient=False,
+        )
     if not source.is_file():
         # A later attempt may find it (the user copies it in); another pod now would not.
         raise MoverFailure(
@@ -232,6 +258,102 @@ def upload(
     )
 
 
+def check_transport(api: str, transport: str) -> None:
+    """A transport of another API is a usage error of the Job, not something to retry."""
+    if not transport_fits(api, transport):
+        raise MoverFailure(
+            "TransportNotOffered",
+            f"--transport {transport} is not a transport of --api {api} (expected "
+            f"{' or '.join(transports_of(api))})",
+            transient=False,
+        )
+
+
+def request_client(
+    platform_url: str, request: StoredRequest, plain_http_hosts: tuple[str, ...]
+) -> UpgradeRequestClient:
+    """A client of the request's assigned host (plain http only where the operator allows)."""
+    if not request.assigned_host:
+        raise MoverFailure(
+            "RequestSecretUnreadable",
+            "the request Secret has no 'assignedHost' (an upgrade/request request has one)",
+            transient=False,
+        )
+    return UpgradeRequestClient(
+        platform_url,
+        assigned_host_uri=request.assigned_host,
+        allow_insecure_hosts=insecure_hosts_named_by(platform_url) | set(plain_http_hosts),
+    )
+
+
+def request_private_key(request: StoredRequest) -> str:
+    if not request.ssh_private_key:
+        raise MoverFailure(
+            "RequestSecretUnreadable",
+            "the request Secret has no 'ssh-privatekey' (made at create for rsync)",
+            transient=False,
+        )
+    return request.ssh_private_key
+
+
+async def upload_rsync(
+    platform_url: str, request: StoredRequest, source: Path, plain_http_hosts: tuple[str, ...]
+) -> MoverResult:
+    """rsync `source` (a file, or a directory-format dump) to the request's `/data/`."""
+    from odoo_upgrade.transfer.rsync_window import upload_through_window
+
+    key = request_private_key(request)
+    click.echo(f"upload: {source.name} over rsync for request {request.request_id}")
+    async with request_client(platform_url, request, plain_http_hosts) as client:
+        sent = await upload_through_window(
+            client, request.key, key, source, progress=ProgressPrinter("upload")
+        )
+    return MoverResult(
+        True,
+        bytes=sent.bytes,
+        sha256=sent.sha256,
+        attempts=sent.attempts,
+        transport=Transport.RSYNC.value,
+        details={"files": sent.files, "remoteName": sent.remote_name},
+    )
+
+
+async def download_rsync(
+    platform_url: str, request: StoredRequest, destination: Path, plain_http_hosts: tuple[str, ...]
+) -> MoverResult:
+    """rsync the upgraded set into the new directory `destination`, with SHA256SUMS."""
+    from odoo_upgrade.transfer.rsync_window import download_through_window
+
+    key = request_private_key(request)
+    async with request_client(platform_url, request, plain_http_hosts) as client:
+        current = await client.status(request.key)
+        if UPGRADE_REQUEST_STATES.classify(current.status) is not StateClass.SUCCEEDED:
+            raise MoverFailure(
+                NOT_READY,
+                f"the upgraded set is not available yet (platform state {current.status})",
+                transient=True,
+            )
+        click.echo(f"download: upgraded set of request {request.request_id} to {destination}")
+        got = await download_through_window(
+            client, request.key, key, destination, progress=ProgressPrinter("download")
+        )
+    names = got.to_json()
+    return MoverResult(
+        True,
+        bytes=got.bytes,
+        sha256=got.sha256sums,
+        attempts=got.attempts,
+        transport=Transport.RSYNC.value,
+        path=str(got.dump_path),
+        details={
+            "files": got.files,
+            "dumpPath": names["dump"],
+            "reportPath": names["report"],
+            "logPath": names["log"],
+        },
+    )
+
+
 async def upgraded_dump_url(platform_url: str, request: StoredRequest, fmt: str) -> str:
     """The key-bearing URL of the upgraded dump (never printed)."""
     async with DatabaseV1(platform_url) as platform:
@@ -248,18 +370,28 @@ async def upgraded_dump_url(platform_url: str, request: StoredRequest, fmt: str)
 
 
 def download(
-    platform_url: str, request_dir: Path, destination: Path, fmt: str, seen: HostKeySeen
+    platform_url: str,
+    request_dir: Path,
+    destination: Path,
+    fmt: str,
+    seen: HostKeySeen,
+    api: str = PlatformApi.DATABASE_V1,
+    plain_http_hosts: tuple[str, ...] = (),
 ) -> MoverResult:
     """Download the upgraded dump to `destination` (never over an existing file)."""
     from odoo_upgrade import transfer
 
     request = read_request(request_dir)
-    if destination.exists():
+    if destination.exists() or destination.is_symlink():
+        what = "directory" if api == PlatformApi.UPGRADE_REQUEST else "file"
         raise MoverFailure(
             DESTINATION_EXISTS,
-            f"destination file already exists, not overwritten: {destination}",
+            f"destination {what} already exists, not overwritten: {destination}",
             transient=False,
         )
+    if api == PlatformApi.UPGRADE_REQUEST:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(download_rsync(platform_url, request, destination, plain_http_hosts))
     url = asyncio.run(upgraded_dump_url(platform_url, request, fmt))
     destination.parent.mkdir(parents=True, exist_ok=True)
     click.echo(f"download: upgraded {fmt} of request {request.request_id} to {destination}")
@@ -293,6 +425,21 @@ REQUEST_DIR = click.option(
     type=click.Path(path_type=Path, file_okay=False),
     help="Directory of the mounted request Secret (requestId, key, ssh-privatekey, ...).",
 )
+API = click.option(
+    "--api",
+    type=click.Choice([a.value for a in PlatformApi]),
+    default=PlatformApi.DATABASE_V1.value,
+    show_default=True,
+    help="The platform API of the request (spec.platform.api).",
+)
+PLAIN_HTTP_HOST = click.option(
+    "--plain-http-host",
+    "plain_http_hosts",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="upgrade-request: a host the operator allows without TLS (an allowlisted emulator), "
+    "besides the --platform-url one. Repeatable.",
+)
 TERMINATION_LOG = click.option(
     "--termination-log",
     default="/dev/termination-log",
@@ -325,18 +472,20 @@ def mover_group() -> None:
 @mover_group.command("upload")
 @PLATFORM_URL
 @REQUEST_DIR
+@API
 @click.option(
     "--source",
     required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="The dump to upload.",
+    type=click.Path(path_type=Path),
+    help="The dump to upload (with --api upgrade-request also a directory-format dump).",
 )
 @click.option(
     "--transport",
-    type=click.Choice([Transport.AUTO.value, Transport.HTTPS.value, Transport.SFTP.value]),
+    type=click.Choice([t.value for t in Transport]),
     default=Transport.HTTPS.value,
     show_default=True,
-    help="auto: SFTP above --sftp-threshold-bytes when SFTP access was provided.",
+    help="auto: SFTP above --sftp-threshold-bytes when SFTP access was provided (database-v1), "
+    "rsync (upgrade-request).",
 )
 @click.option(
     "--sftp-threshold-bytes",
@@ -345,20 +494,30 @@ def mover_group() -> None:
     show_default=True,
     help="With --transport auto, dumps larger than this go over SFTP.",
 )
+@PLAIN_HTTP_HOST
 @TERMINATION_LOG
 def upload_command(
     platform_url: str,
     request_dir: Path,
+    api: str,
     source: Path,
     transport: str,
     sftp_threshold_bytes: int,
+    plain_http_hosts: tuple[str, ...],
     termination_log: Path,
 ) -> None:
     """Upload the source dump for the request in --request-dir."""
     run_and_report(
         termination_log,
         lambda seen: upload(
-            platform_url, request_dir, source, transport, sftp_threshold_bytes, seen
+            platform_url,
+            request_dir,
+            source,
+            transport,
+            sftp_threshold_bytes,
+            seen,
+            api,
+            plain_http_hosts,
         ),
     )
 
@@ -366,11 +525,13 @@ def upload_command(
 @mover_group.command("download")
 @PLATFORM_URL
 @REQUEST_DIR
+@API
 @click.option(
     "--destination",
     required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Where to write the upgraded dump (must not exist).",
+    type=click.Path(path_type=Path),
+    help="Where to write the upgraded dump (must not exist); with --api upgrade-request a new "
+    "directory receiving the upgraded set and its SHA256SUMS.",
 )
 @click.option(
     "--format",
@@ -378,15 +539,25 @@ def upload_command(
     type=click.Choice([f.value for f in UpgradedFormat]),
     default=UpgradedFormat.ARCHIVE.value,
     show_default=True,
-    help="The upgraded dump archive, or the plain SQL stream.",
+    help="The upgraded dump archive, or the plain SQL stream (database-v1).",
 )
+@PLAIN_HTTP_HOST
 @TERMINATION_LOG
 def download_command(
-    platform_url: str, request_dir: Path, destination: Path, fmt: str, termination_log: Path
+    platform_url: str,
+    request_dir: Path,
+    api: str,
+    destination: Path,
+    fmt: str,
+    plain_http_hosts: tuple[str, ...],
+    termination_log: Path,
 ) -> None:
     """Download the upgraded dump of the request in --request-dir."""
     run_and_report(
-        termination_log, lambda seen: download(platform_url, request_dir, destination, fmt, seen)
+        termination_log,
+        lambda seen: download(
+            platform_url, request_dir, destination, fmt, seen, api, plain_http_hosts
+        ),
     )
 
 

@@ -2,10 +2,12 @@
 
 [check → dump] → create → upload → process → wait → download → [restore], in the order
 `request.steps.next_step` gives (the operator follows the same; the bracketed steps come with
-`--database` / `--restore-name`, in `odoo_upgrade.run_database`). The state file
-(`odoo_upgrade.runstate`) is written after each step and before the next one, so a rerun after
-a crash or Ctrl-C continues the same request from where it stopped and never opens a second
-one.
+`--database` / `--restore-name`, in `odoo_upgrade.run_database`), through the `Platform`
+protocol of either platform API (`--api`): database-v1 moves the dump over HTTPS or SFTP and
+brings one upgraded file back; upgrade-request moves it by rsync inside a transfer window and
+brings a directory back. The state file (`odoo_upgrade.runstate`) is written after each step
+and before the next one, so a rerun after a crash or Ctrl-C continues the same request from
+where it stopped and never opens a second one.
 """
 
 from __future__ import annotations
@@ -24,15 +26,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from odoo_upgrade.platform.client import PlatformClient
+from odoo_upgrade.platform.apis import open_platform
+from odoo_upgrade.platform.upgrade_request_platform import UpgradeRequestPlatform
+from odoo_upgrade.platform.v1 import DatabaseV1
 from odoo_upgrade.progress import TransferProgress
 from odoo_upgrade.redact import register_secret
+from odoo_upgrade.request import secret_keys
+from odoo_upgrade.request.platform import (
+    Platform,
+    PlatformApi,
+    RequestOrder,
+    RequestRef,
+    env_var_problem,
+)
 from odoo_upgrade.request.sftp_grant import grant_sftp_access, host_key_check
 from odoo_upgrade.request.ssh_keys import SshKeyPair, generate_ssh_keypair
-from odoo_upgrade.request.states import V1_STATES
+from odoo_upgrade.request.states import StateClass
 from odoo_upgrade.request.steps import Progress, next_step
 from odoo_upgrade.request.steps import Step as FlowStep
-from odoo_upgrade.request.transport import choose_transport
+from odoo_upgrade.request.transport import choose_transport, transport_fits, transports_of
 from odoo_upgrade.request.upgraded import upgraded_url
 from odoo_upgrade.run_database import (
     DatabaseOptions,
@@ -57,6 +69,8 @@ from odoo_upgrade.transfer import (
     upload_https,
     upload_sftp,
 )
+from odoo_upgrade.transfer.rsync import SHA256SUMS
+from odoo_upgrade.transfer.rsync_window import download_through_window, upload_through_window
 
 log = logging.getLogger("odoo_upgrade.cli")
 
@@ -69,13 +83,17 @@ class RunRefused(Exception):
 
 
 class UpgradeInvalid(Exception):
-    """The platform ended the request in `invalid` (exit code 3)."""
+    """The platform ended the request in a failure state: `invalid` (database-v1), `failed`
+    or `cancelled` (upgrade-request). Exit code 3."""
 
-    def __init__(self, request_id: int, customer_message: str | None) -> None:
+    def __init__(
+        self, request_id: int, customer_message: str | None, state: str = "invalid"
+    ) -> None:
         self.request_id = request_id
         self.customer_message = customer_message
+        self.state = state
         message = customer_message or "(no message from the platform)"
-        super().__init__(f"request {request_id} ended invalid: {message}")
+        super().__init__(f"request {request_id} ended {state}: {message}")
 
 
 @dataclass(frozen=True)
@@ -90,7 +108,7 @@ class RunOptions:
     contract: str | None
     filename: str
     timezone: str | None
-    transport: str  # auto | https | sftp
+    transport: str  # auto | https | sftp (database-v1), auto | rsync (upgrade-request)
     sftp_threshold: int
     output: Path
     format: str  # archive | sql
@@ -98,6 +116,8 @@ class RunOptions:
     state_file: Path
     show_progress: bool
     databases: DatabaseOptions | None = None  # --database / --restore-name
+    api: str = PlatformApi.DATABASE_V1
+    env_vars: tuple[str, ...] = ()  # upgrade-request `env_vars`
 
 
 @dataclass(frozen=True)
@@ -115,9 +135,13 @@ class RunSummary:
     output: str
     elapsed_seconds: float
     database: dict[str, Any] | None = None  # what was dumped and restored, with --database
+    api: str = PlatformApi.DATABASE_V1
+    files: int | None = None  # upgrade-request: files downloaded (SHA256SUMS aside)
 
     def to_json(self) -> dict[str, Any]:
-        extra = {"database": self.database} if self.database is not None else {}
+        extra: dict[str, Any] = {"database": self.database} if self.database is not None else {}
+        if self.files is not None:
+            extra["files"] = self.files
         return {
             **extra,
             "request_id": self.request_id,
@@ -129,8 +153,9 @@ class RunSummary:
             "bytes_downloaded": self.bytes_downloaded,
             "sha256": self.sha256,
             "output": self.output,
-            "sha256_file": sha256_sidecar(Path(self.output)).as_posix(),
+            "sha256_file": checksum_file(Path(self.output), self.api).as_posix(),
             "elapsed_seconds": round(self.elapsed_seconds, 1),
+            "api": self.api,
         }
 
 
@@ -139,8 +164,16 @@ def sha256_sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def default_output(dump: Path, fmt: str) -> Path:
-    """`upgraded_<name>` next to the dump (`upgraded_<stem>.sql` for the SQL format)."""
+def checksum_file(output: Path, api: str) -> Path:
+    """Where the download's checksums are: `<file>.sha256`, or `<directory>/SHA256SUMS`."""
+    return output / SHA256SUMS if api == PlatformApi.UPGRADE_REQUEST else sha256_sidecar(output)
+
+
+def default_output(dump: Path, fmt: str, api: str = PlatformApi.DATABASE_V1) -> Path:
+    """`upgraded_<name>` next to the dump (`upgraded_<stem>.sql` for the SQL format); with
+    upgrade-request the directory `upgraded_<stem>`."""
+    if api == PlatformApi.UPGRADE_REQUEST:
+        return dump.with_name(f"upgraded_{dump.stem}")
     name = dump.name if fmt == "archive" else f"{dump.stem}.sql"
     return dump.with_name(f"upgraded_{name}")
 
@@ -162,22 +195,25 @@ def exclusive_run(dump: Path) -> Iterator[None]:
     An advisory lock on the dump itself; the kernel drops it when the process dies.
     """
     try:
-        handle = dump.open("rb")
+        fd = os.open(dump, os.O_RDONLY)  # a file, or a directory-format dump
     except OSError:
         yield  # no dump: check_first_run or the upload reports it
         return
-    with handle:
+    try:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunRefused(
                 f"another odoo-upgrade run is working on {dump}; wait for it to finish"
             ) from None
         yield
+    finally:
+        os.close(fd)
 
 
 async def _run_locked(options: RunOptions, say: Say) -> RunSummary:
     started = time.monotonic()
+    check_options(options)
     state = load_state(options.state_file)
     dumped = load_dump_record(options.state_file) if state is None else None
     if state is not None:
@@ -191,7 +227,8 @@ async def _run_locked(options: RunOptions, say: Say) -> RunSummary:
         check_first_run(options, dumped=dumped)
     checked = False
 
-    async with PlatformClient(options.platform_url) as client:
+    client = open_platform(options.api, options.platform_url)
+    try:
         if state is not None and not state.step.reached(Reached.PROCESSING):
             await skip_steps_the_platform_already_did(client, state, options, say)
         steps = {
@@ -214,6 +251,8 @@ async def _run_locked(options: RunOptions, say: Say) -> RunSummary:
             else:
                 assert state is not None  # every later step comes after `create`
                 await steps[step](client, state, options, say)
+    finally:
+        await client.aclose()
     assert state is not None
 
     return RunSummary(
@@ -228,6 +267,8 @@ async def _run_locked(options: RunOptions, say: Say) -> RunSummary:
         output=state.output or str(options.output),
         elapsed_seconds=time.monotonic() - started,
         database=database_summary(state) if options.databases is not None else None,
+        api=state.api,
+        files=state.download_files,
     )
 
 
@@ -242,23 +283,47 @@ def database_summary(state: RunState) -> dict[str, Any]:
     }
 
 
+def check_options(options: RunOptions) -> None:
+    """Options of one platform API are refused with the other, before anything is read."""
+    if not transport_fits(options.api, options.transport):
+        raise RunRefused(
+            f"--transport {options.transport} is not a transport of --api {options.api} "
+            f"(expected {' or '.join(transports_of(options.api))})"
+        )
+    if options.env_vars and options.api != PlatformApi.UPGRADE_REQUEST:
+        raise RunRefused("--env is sent only with --api upgrade-request (database-v1 has none)")
+    for entry in options.env_vars:
+        problem = env_var_problem(entry)
+        if problem:
+            raise RunRefused(f"--env: {problem}")
+    if options.api == PlatformApi.UPGRADE_REQUEST and options.format != "archive":
+        raise RunRefused(
+            f"--format {options.format} is a database-v1 download; with --api upgrade-request "
+            "--output is a directory receiving the upgraded set"
+        )
+
+
 def check_first_run(options: RunOptions, *, dumped: DumpRecord | None = None) -> None:
     """Refuse before `create` whatever would fail later: a request costs the customer.
 
     With `--database` the dump is made first (the pre-flight step checks the database)."""
     if not options.contract:
         raise RunRefused("missing contract: pass --contract-file FILE or set ODOO_UPGRADE_CONTRACT")
-    if not options.email:
+    if options.api == PlatformApi.DATABASE_V1 and not options.email:
         raise RunRefused("missing --email: the platform requires an email address")
     dumping = options.databases is not None and options.databases.source is not None
-    if not dumping and not options.dump.is_file():
+    if not dumping and options.api == PlatformApi.DATABASE_V1 and not options.dump.is_file():
         raise RunRefused(f"--dump {options.dump}: not a readable file")
+    if not dumping and not options.dump.is_file() and not (options.dump / "toc.dat").is_file():
+        raise RunRefused(
+            f"--dump {options.dump}: not a readable file nor a directory-format dump (toc.dat)"
+        )
     if dumping and dumped is None and os.path.lexists(options.dump):
         raise RunRefused(
             f"--dump {options.dump} exists already; with --database the dump is written there "
             "and never over a file (move it away or pass another --dump)"
         )
-    if options.output.exists():
+    if options.output.exists() or options.output.is_symlink():
         raise RunRefused(
             f"--output {options.output} exists already; it is never overwritten "
             "(move it away or pass another --output)"
@@ -292,6 +357,8 @@ def check_dump_matches(record: DumpRecord, options: RunOptions) -> None:
 def check_state_matches(state: RunState, options: RunOptions) -> None:
     """A state file continues only the request it was made for."""
     mismatches = []
+    if state.api != options.api:
+        mismatches.append(f"api {state.api!r} (given {options.api!r})")
     if state.dump != str(options.dump.resolve()):
         mismatches.append(f"dump {state.dump!r} (given {str(options.dump.resolve())!r})")
     if state.target != options.target:
@@ -305,7 +372,7 @@ def check_state_matches(state: RunState, options: RunOptions) -> None:
             + "; pass the same arguments to continue it, or another --state-file for a new request"
         )
     if not state.step.reached(Reached.UPLOADED):
-        size = options.dump.stat().st_size if options.dump.is_file() else None
+        size = dump_size(options.dump) if options.dump.exists() else None
         if size != state.dump_size:
             raise RunRefused(
                 f"--dump {options.dump} changed since request {state.request_id} was created "
@@ -330,6 +397,29 @@ def run_progress(
         restore_wanted=databases.restore is not None,
         restored=state is not None and state.step.reached(Reached.RESTORED),
     )
+
+
+def dump_size(dump: Path) -> int:
+    """Bytes of a dump file, or of every file of a directory-format dump."""
+    if not dump.is_dir():
+        return dump.stat().st_size
+    return sum(p.stat().st_size for p in dump.rglob("*") if p.is_file())
+
+
+def ref_of(state: RunState) -> RequestRef:
+    return RequestRef(state.request_id, state.key, state.assigned_host)
+
+
+def as_v1(platform: Platform) -> DatabaseV1:
+    if not isinstance(platform, DatabaseV1):
+        raise TypeError("HTTPS and SFTP transfers exist on the database/v1 API only")
+    return platform
+
+
+def as_upgrade_request(platform: Platform) -> UpgradeRequestPlatform:
+    if not isinstance(platform, UpgradeRequestPlatform):
+        raise TypeError("rsync transfers exist on the upgrade/request API only")
+    return platform
 
 
 def progress_of(state: RunState) -> Progress:
@@ -373,12 +463,14 @@ async def dump_database_first(options: RunOptions, say: Say) -> DumpRecord:
 
 
 async def restore_upgraded_dump(
-    client: PlatformClient, state: RunState, options: RunOptions, say: Say
+    platform: Platform, state: RunState, options: RunOptions, say: Say
 ) -> None:
     """Restore the upgraded dump into --restore-name (verified), then the filestore."""
     assert options.databases is not None and options.databases.restore is not None
     databases = options.databases
     upgraded = Path(state.output) if state.output else options.output
+    if state.download_dump:  # upgrade-request: the directory-format dump inside the set
+        upgraded = upgraded / state.download_dump
     token = restore_token(state.platform_url, state.request_id)
     say(f"restoring {upgraded} into the new database {databases.restore!r}")
     restored, filestore = await run_in_daemon_thread(
@@ -394,69 +486,90 @@ async def restore_upgraded_dump(
 
 
 async def create_request(
-    client: PlatformClient, options: RunOptions, say: Say, dumped: DumpRecord | None = None
+    platform: Platform, options: RunOptions, say: Say, dumped: DumpRecord | None = None
 ) -> RunState:
     """Step 1: `create`, then write the state file before anything else happens."""
-    assert options.contract is not None and options.email is not None  # check_first_run
-    size = options.dump.stat().st_size
-    request = await client.create(
+    assert options.contract is not None  # check_first_run
+    size = dump_size(options.dump)
+    order = RequestOrder(
         contract=options.contract,
-        email=options.email,
+        email=options.email or "",
         target=options.target,
         aim=options.aim,
         filename=options.filename,
         timezone=options.timezone,
+        env_vars=options.env_vars,
     )
+    created = await platform.create(order)
+    # upgrade-request: the key pair whose public half went into `create`, kept for rsync.
+    values = created.secret_values
     state = RunState(
-        request_id=request.id,
-        key=request.key,
+        request_id=created.ref.request_id,
+        key=created.ref.secret,
         platform_url=options.platform_url,
         dump=str(options.dump.resolve()),
         dump_size=size,
         target=options.target,
         aim=options.aim,
         filename=options.filename,
-        transport=choose_transport(options.transport, size, options.sftp_threshold).value,
-        platform_state=request.state,
+        transport=choose_transport(
+            options.transport, size, options.sftp_threshold, api=options.api
+        ).value,
+        platform_state=created.state,
         output=str(options.output.resolve()),
         database=dumped.database if dumped is not None else None,
         dump_sha256=dumped.dump_sha256 if dumped is not None else None,
         dump_server_version=dumped.server_version if dumped is not None else None,
+        api=options.api,
+        assigned_host=created.ref.host,
+        ssh_private_key=values.get(secret_keys.SSH_PRIVATE_KEY),
+        ssh_public_key=values.get(secret_keys.SSH_PUBLIC_KEY),
     )
+    register_secret(state.key, state.ssh_private_key)
     save_state(options.state_file, state)
     say(
-        f"created request {request.id} (target {options.target}, aim {options.aim}); "
+        f"created request {state.request_id} (target {options.target}, aim {options.aim}); "
         f"state file {options.state_file}"
     )
+    if created.info:
+        say(f"the platform says: {created.info}")
     return state
 
 
 async def skip_steps_the_platform_already_did(
-    client: PlatformClient, state: RunState, options: RunOptions, say: Say
+    platform: Platform, state: RunState, options: RunOptions, say: Say
 ) -> None:
-    """On a rerun, trust the platform: past `draft`, the dump is in and processing started.
-
-    Covers a crash after `process` succeeded but before the state file recorded it.
+    """On a rerun, trust the platform: past its first state, the dump is in and processing
+    started. Covers a crash after `process` succeeded but before the state file recorded it.
     """
-    request = await client.status(state.request_id, state.key)
-    if not V1_STATES.needs_process(request.state):
-        state.platform_state = request.state
+    current = await platform.status(ref_of(state))
+    if not platform.states.needs_process(current.state):
+        state.platform_state = current.state
         state.step = Reached.PROCESSING
         save_state(options.state_file, state)
-        say(f"request {state.request_id} is already {request.state} on the platform")
+        say(f"request {state.request_id} is already {current.state} on the platform")
 
 
-async def upload_dump(
-    client: PlatformClient, state: RunState, options: RunOptions, say: Say
-) -> None:
-    """Step 2: send the dump (HTTPS body, or SFTP with append-resume), record its sha256."""
+async def upload_dump(platform: Platform, state: RunState, options: RunOptions, say: Say) -> None:
+    """Step 2: send the dump (HTTPS body, SFTP with append-resume, or rsync), record its
+    sha256 (of a directory-format dump: of its SHA256SUMS)."""
     if options.transport != "auto" and options.transport != state.transport:
         state.transport = options.transport
         save_state(options.state_file, state)
     say(f"uploading {options.dump} ({state.dump_size} bytes) over {state.transport}")
     progress = TransferProgress("upload", enabled=options.show_progress)
-    if state.transport == "sftp":
-        result = await upload_over_sftp(client, state, options, progress)
+    result: TransferResult
+    if state.api == PlatformApi.UPGRADE_REQUEST:
+        sent = await upload_through_window(
+            as_upgrade_request(platform).client(state.assigned_host),
+            state.key,
+            rsync_key(state),
+            options.dump,
+            progress=progress,
+        )
+        result = TransferResult(bytes=sent.bytes, sha256=sent.sha256, attempts=sent.attempts)
+    elif state.transport == "sftp":
+        result = await upload_over_sftp(as_v1(platform), state, options, progress)
     else:
         result = await upload_https(
             options.platform_url, state.request_id, state.key, options.dump, progress=progress
@@ -469,8 +582,18 @@ async def upload_dump(
     say(f"uploaded {result.bytes} bytes, sha256 {result.sha256}")
 
 
+def rsync_key(state: RunState) -> str:
+    """The private key whose public half went into `create` (upgrade-request)."""
+    if not state.ssh_private_key:
+        raise RunRefused(
+            f"state file {state.dump}: request {state.request_id} has no SSH key to transfer "
+            "with; the request cannot be continued by rsync"
+        )
+    return state.ssh_private_key
+
+
 async def upload_over_sftp(
-    client: PlatformClient, state: RunState, options: RunOptions, progress: TransferProgress
+    client: DatabaseV1, state: RunState, options: RunOptions, progress: TransferProgress
 ) -> TransferResult:
     """SFTP upload with a key pair kept in the state file, so a rerun resumes as the same user."""
     if state.ssh_private_key is None or state.ssh_public_key is None:
@@ -495,45 +618,55 @@ async def upload_over_sftp(
 
 
 async def start_processing(
-    client: PlatformClient, state: RunState, options: RunOptions, say: Say
+    platform: Platform, state: RunState, options: RunOptions, say: Say
 ) -> None:
     """Step 3: `process`, recorded before polling starts."""
-    await client.process(state.request_id, state.key)
+    facts = await platform.process(ref_of(state))
     state.step = Reached.PROCESSING
     save_state(options.state_file, state)
     say(f"request {state.request_id} is being processed")
+    if facts.get("pgVersionCompatible") is False:
+        say(
+            "warning: the platform says the upgraded dump cannot be restored on the PostgreSQL "
+            "version of the uploaded dump: restore it on a newer server"
+        )
 
 
 async def wait_until_processed(
-    client: PlatformClient, state: RunState, options: RunOptions, say: Say
+    platform: Platform, state: RunState, options: RunOptions, say: Say
 ) -> None:
-    """Step 4: poll `status` until a final state; `invalid` raises `UpgradeInvalid`."""
+    """Step 4: poll `status` until a final state; a failure state raises `UpgradeInvalid`."""
     last_state: str | None = None
     while True:
-        request = await client.status(state.request_id, state.key)
-        if request.state != last_state:
-            last_state = request.state
-            details = f", estimated time {request.estimated_time}" if request.estimated_time else ""
-            say(f"platform state: {request.state}{details}")
-            if not V1_STATES.is_known(request.state):
+        current = await platform.status(ref_of(state))
+        if current.state != last_state:
+            last_state = current.state
+            estimate = current.public.get("estimatedTime")
+            details = f", estimated time {estimate}" if estimate else ""
+            say(f"platform state: {current.state}{details}")
+            if not platform.states.is_known(current.state):
                 log.warning(
-                    "unknown platform state %r: treated as still in progress", request.state
+                    "unknown platform state %r: treated as still in progress", current.state
                 )
-        if not request.in_progress:
+        if platform.states.is_final(current.state):
             break
         await asyncio.sleep(options.poll_interval)
-    state.platform_state = request.state
-    if not request.succeeded:
+    state.platform_state = current.state
+    if current.state_class is not StateClass.SUCCEEDED:
         save_state(options.state_file, state)
-        raise UpgradeInvalid(state.request_id, request.customer_message)
+        raise UpgradeInvalid(state.request_id, current.message, current.state)
     state.step = Reached.DONE
     save_state(options.state_file, state)
 
 
 async def download_upgraded_dump(
-    client: PlatformClient, state: RunState, options: RunOptions, say: Say
+    platform: Platform, state: RunState, options: RunOptions, say: Say
 ) -> None:
-    """Step 5: download with resume to a temp file, verify, rename; `<output>.sha256` beside."""
+    """Step 5: download with resume to a temp file (a temporary directory), verify, rename;
+    `<output>.sha256` beside it (`SHA256SUMS` inside it)."""
+    if state.api == PlatformApi.UPGRADE_REQUEST:
+        await download_upgraded_set(as_upgrade_request(platform), state, options, say)
+        return
     output = Path(state.output) if state.output else options.output
     if output.exists():
         digest = await asyncio.to_thread(matching_sidecar_digest, output)
@@ -545,7 +678,7 @@ async def download_upgraded_dump(
         # A crash between the rename and the state file update: the download is complete.
         record_download(state, options, output.stat().st_size, digest)
         return
-    request = await client.status(state.request_id, state.key)
+    request = await as_v1(platform).request(ref_of(state))
     url = upgraded_url(request, options.format)
     if not url:
         raise UpgradeInvalid(state.request_id, f"the platform offers no {options.format} download")
@@ -556,9 +689,85 @@ async def download_upgraded_dump(
     record_download(state, options, result.bytes, result.sha256)
 
 
-def record_download(state: RunState, options: RunOptions, size: int, digest: str) -> None:
+async def download_upgraded_set(
+    platform: UpgradeRequestPlatform, state: RunState, options: RunOptions, say: Say
+) -> None:
+    """upgrade-request: rsync the upgraded set into the new directory `output`, published
+    whole with its SHA256SUMS (a half-received set stays in `.<name>.part/` for a resume)."""
+    output = Path(state.output) if state.output else options.output
+    if output.exists():
+        checked = await asyncio.to_thread(verified_set, output)
+        if checked is None:
+            raise DestinationExists(
+                f"{output} exists already and is not the download of request "
+                f"{state.request_id}; it is never overwritten (move it away and rerun)"
+            )
+        # A crash between the rename and the state file update: the download is complete.
+        size, digest, files = checked
+        record_download(state, options, size, digest, files=files, dump=state.download_dump)
+        return
+    say(f"downloading the upgraded set to {output}/")
+    progress = TransferProgress("download", enabled=options.show_progress)
+    got = await download_through_window(
+        platform.client(state.assigned_host),
+        state.key,
+        rsync_key(state),
+        output,
+        progress=progress,
+    )
+    progress.finish()
+    dump = got.dump_path.relative_to(got.path).as_posix()
+    record_download(state, options, got.bytes, got.sha256sums, files=got.files, dump=dump)
+
+
+def verified_set(directory: Path) -> tuple[int, str, int] | None:
+    """(bytes, sha256 of SHA256SUMS, files) of a published set whose every file matches its
+    SHA256SUMS and nothing else is there; None otherwise."""
+    try:
+        text = (directory / SHA256SUMS).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    listed: dict[str, str] = {}
+    for line in text.splitlines():
+        digest, sep, name = line.partition("  ")
+        if not sep or line.startswith("\\"):
+            return None  # escaped names: not ours to judge, never taken as complete
+        listed[name] = digest
+    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()} - {
+        SHA256SUMS
+    }
+    if present != set(listed):
+        return None
+    total = 0
+    for name, digest in listed.items():
+        path = directory / name
+        if file_sha256(path) != digest:
+            return None
+        total += path.stat().st_size
+    return total, hashlib.sha256(text.encode()).hexdigest(), len(listed)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def record_download(
+    state: RunState,
+    options: RunOptions,
+    size: int,
+    digest: str,
+    *,
+    files: int | None = None,
+    dump: str | None = None,
+) -> None:
     state.download_bytes = size
     state.download_sha256 = digest
+    state.download_files = files
+    state.download_dump = dump
     state.step = Reached.DOWNLOADED
     save_state(options.state_file, state)
 
@@ -569,11 +778,7 @@ def matching_sidecar_digest(path: Path) -> str | None:
         recorded = sha256_sidecar(path).read_text(encoding="utf-8").split()[0]
     except (OSError, IndexError):
         return None
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return recorded if digest.hexdigest() == recorded else None
+    return recorded if file_sha256(path) == recorded else None
 
 
 async def run_in_daemon_thread(function: Callable[[], T]) -> T:

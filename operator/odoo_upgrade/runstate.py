@@ -1,8 +1,9 @@
 """The state file of `odoo-upgrade run`: what lets a rerun continue the same request.
 
 The file sits next to the dump (`<dump>.odoo-upgrade.json` by default) and holds the request id
-and its private key, so it IS a secret: it is created with mode 0600 and replaced atomically
-(temp file + fsync + rename), never rewritten in place. The contract never goes into it.
+and its private key (database-v1) or token (upgrade-request, with its assigned host and SSH key
+pair), so it IS a secret: it is created with mode 0600 and replaced atomically (temp file +
+fsync + rename), never rewritten in place. The contract never goes into it.
 
 It is written after each step, before the next one starts: a crash or Ctrl-C between two steps
 therefore loses at most the work of the step in flight, and never leads to a second `create`.
@@ -22,7 +23,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from odoo_upgrade.request.platform import PlatformApi
+
 STATE_FORMAT_VERSION = 1
+TOKEN_FIELD = "token"  # noqa: S105 - how an upgrade-request file names the request's secret
 
 
 class Step(StrEnum):
@@ -50,10 +54,11 @@ class StateFileError(Exception):
 
 @dataclass
 class RunState:
-    """Everything a rerun needs to continue a request; secret (request key, SSH private key)."""
+    """Everything a rerun needs to continue a request; secret (request key or token, SSH
+    private key)."""
 
     request_id: int
-    key: str
+    key: str  # database-v1 `key`, or the upgrade-request `token` (written as "token")
     platform_url: str
     dump: str
     dump_size: int
@@ -81,15 +86,24 @@ class RunState:
     restore_base_version: str | None = None
     restore_filestore_files: int | None = None
     version: int = field(default=STATE_FORMAT_VERSION)
+    api: str = PlatformApi.DATABASE_V1.value
+    assigned_host: str | None = None  # upgrade-request: where every call after create goes
+    download_files: int | None = None  # upgrade-request: files of the downloaded set
+    download_dump: str | None = None  # upgrade-request: the dump's path inside the set
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["step"] = str(self.step)
+        if self.api != PlatformApi.DATABASE_V1.value:
+            data[TOKEN_FIELD] = data.pop("key")
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunState:
         known = {f.name for f in fields(cls)}
+        data = dict(data)
+        if TOKEN_FIELD in data and "key" not in data:
+            data["key"] = data.pop(TOKEN_FIELD)
         values = {k: v for k, v in data.items() if k in known}
         try:
             values["step"] = Step(values.get("step", Step.CREATED))

@@ -4,7 +4,8 @@ For every resource of the run:
 - it ended `Succeeded`;
 - the platform saw exactly one successful `create` for it (and no request nobody owns);
 - the upgraded dump on the destination volume equals the platform's, byte for byte, with a
-  `.sha256` beside it in `sha256sum` format;
+  `.sha256` beside it in `sha256sum` format (upgrade-request: the destination directory holds
+  the platform's whole upgraded set and a SHA256SUMS that `sha256sum -c` accepts);
 - no other file is left in the destination directory: no `.part`, no temp file under a final
   name, no second copy.
 """
@@ -18,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.emulator import RunningEmulator
-from tests.support.scenario import Upgrade, describe, phase_of
+from tests.support.scenario import Upgrade, assert_set_delivered, describe, phase_of
+
+UPGRADE_REQUEST = "upgrade-request"
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Delivery:
     upgrade: Upgrade
     volume: Path
     destination_path: str
+    api: str = "database-v1"
 
 
 def expected_files(deliveries: Sequence[Delivery]) -> dict[Path, set[str]]:
@@ -35,8 +39,23 @@ def expected_files(deliveries: Sequence[Delivery]) -> dict[Path, set[str]]:
     allowed: dict[Path, set[str]] = {}
     for delivery in deliveries:
         final = delivery.volume / delivery.destination_path
-        allowed.setdefault(final.parent, set()).update({final.name, final.name + ".sha256"})
+        names = (
+            {final.name}
+            if delivery.api == UPGRADE_REQUEST
+            else {final.name, final.name + ".sha256"}
+        )
+        allowed.setdefault(final.parent, set()).update(names)
     return allowed
+
+
+def stored_requests(emulator: RunningEmulator) -> list[int]:
+    """Every request the platform holds, on both APIs."""
+    found = []
+    for directory in ("requests", "upgrade-requests"):
+        root = emulator.data_dir / directory
+        if root.is_dir():
+            found += [int(p.name) for p in root.iterdir() if p.name.isdigit()]
+    return sorted(found)
 
 
 def assert_nothing_lost(emulator: RunningEmulator, deliveries: Sequence[Delivery]) -> int:
@@ -53,17 +72,26 @@ def assert_nothing_lost(emulator: RunningEmulator, deliveries: Sequence[Delivery
     assert len(set(request_ids)) == len(request_ids), (
         f"two resources share a request: {request_ids}"
     )
-    creates = [call for call in emulator.calls("create") if call.get("ok")]
+    creates = [
+        call
+        for method in ("create", "upgrade/request/create")
+        for call in emulator.calls(method)
+        if call.get("ok")
+    ]
     assert len(creates) == len(deliveries), (
         f"{len(creates)} successful creates for {len(deliveries)} resources"
     )
-    stored = sorted(
-        int(p.name) for p in (emulator.data_dir / "requests").iterdir() if p.name.isdigit()
-    )
+    stored = stored_requests(emulator)
     assert stored == sorted(request_ids), f"platform requests {stored} vs resources' {request_ids}"
 
     compared = 0
-    for delivery, request_id in zip(deliveries, request_ids, strict=True):
+    for delivery, request_id, obj in zip(deliveries, request_ids, objects, strict=True):
+        if delivery.api == UPGRADE_REQUEST:
+            served = emulator.request_data(request_id)
+            compared += assert_set_delivered(
+                obj, delivery.volume, delivery.destination_path, served
+            )
+            continue
         upgraded = emulator.upgraded_bytes(request_id)
         final = delivery.volume / delivery.destination_path
         assert final.is_file(), f"{delivery.upgrade.name}: {delivery.destination_path} missing"

@@ -7,6 +7,8 @@ phase, or a phase while the mover's process is running. The test watches for it,
 the operator down a moment, starts it again, and checks the invariants of
 tests/chaos/invariants.py. Killing the operator does not stop a running mover (it is its own
 pod); killing the mover makes the Job start a new pod, which must resume, not restart wrong.
+The short form runs its points on both platform APIs (database-v1 over HTTPS, upgrade-request
+over rsync).
 """
 
 from __future__ import annotations
@@ -73,6 +75,16 @@ class KillPoint:
     transport: str = "https"
     short: bool = False
 
+    @property
+    def api(self) -> str:
+        return "upgrade-request" if self.transport == "rsync" else "database-v1"
+
+    def on_upgrade_request(self) -> KillPoint:
+        """The same point on the upgrade-request API (rsync both ways); in the short form only
+        where the APIs differ (a platform state, an rsync resumed by a new pod)."""
+        short = self.short and self.label != "operator after RequestCreated"
+        return KillPoint(f"{self.label} upgrade-request", self.reached, self.victim, "rsync", short)
+
 
 KILL_POINTS = [
     KillPoint("operator after RequestCreated", request_recorded, short=True),
@@ -98,6 +110,10 @@ KILL_POINTS = [
 ]
 
 
+# Every point that does not name SFTP, on upgrade-request too.
+KILL_POINTS += [p.on_upgrade_request() for p in KILL_POINTS if p.transport == "https"]
+
+
 def selected_points() -> list[KillPoint]:
     return KILL_POINTS if chaos_full() else [p for p in KILL_POINTS if p.short]
 
@@ -116,12 +132,14 @@ def test_upgrade_survives_a_kill(
     ns.prepare()
     ns.put_dump("dumps/acme.dump", size=DUMP_BYTES)
     name = f"kill-{uuid.uuid4().hex[:6]}"
+    destination = "upgraded/acme-18" + ("" if point.api == "upgrade-request" else ".dump")
     upgrade = ns.apply_upgrade(
         name,
         platform_url=emulator.url,
         source_path="dumps/acme.dump",
-        destination_path="upgraded/acme-18.dump",
+        destination_path=destination,
         transport=point.transport,
+        api=point.api,
     )
     ledger.resources(1)
 
@@ -138,6 +156,6 @@ def test_upgrade_survives_a_kill(
     for kind, times in emulator_faults(emulator).items():
         ledger.fault(kind, times)
     compared = assert_nothing_lost(
-        emulator, [Delivery(upgrade, ns.volume(), "upgraded/acme-18.dump")]
+        emulator, [Delivery(upgrade, ns.volume(), destination, point.api)]
     )
     ledger.verified(1, compared)

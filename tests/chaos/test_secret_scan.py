@@ -45,3 +45,13 @@ def test_finds_private_keys_and_contracts() -> None:
 
 def test_clean_text_has_no_hits() -> None:
     assert scan_texts({"log": "request 10534 done, 12 MiB\n"}, {"request key": KEY}) == []
+
+
+def test_finds_an_upgrade_request_token_raw_and_in_the_logs_url() -> None:
+    token = "q3J2v9Zt_Xo-8kPbW1nR5sT7uY0aC4dE6fG8hI0jK2"  # the shape the platform hands out
+    hits = scan_texts(
+        {"log": f"GET /upgrade/request/logs?token={token} 206\ntoken {token}\nok\n"},
+        {"request token": token},
+    )
+    assert [h.location for h in hits] == ["log:1", "log:2"]
+    assert all(token not in str(h) for h in hits)

@@ -65,6 +65,18 @@ def setting(value: Any, *path: str) -> Callable[[Spec], None]:
     return mutate
 
 
+def with_upgrade_request(mutate: Callable[[Spec], None]) -> Callable[[Spec], None]:
+    """`mutate` applied to the valid spec turned to the upgrade-request API."""
+
+    def both(spec: Spec) -> None:
+        spec["platform"]["api"] = "upgrade-request"
+        spec["transport"] = "rsync"
+        spec["destination"]["path"] = "upgraded/acme-18"
+        mutate(spec)
+
+    return both
+
+
 @dataclass(frozen=True)
 class BadSpec:
     """One invalid spec: how to break the valid one, and the field the refusal must name."""
@@ -145,6 +157,40 @@ BAD_SPECS = [
         setting("upgraded/", "destination", "path"),
         "spec.destination.path",
     ),
+    # One platform API's settings with the other: refused naming both fields.
+    BadSpec("platform api unknown", setting("upgrade/v2", "platform", "api"), "spec.platform.api"),
+    BadSpec("rsync with database-v1", setting("rsync", "transport"), "spec.platform.api"),
+    BadSpec(
+        "https with upgrade-request",
+        with_upgrade_request(setting("https", "transport")),
+        "spec.platform.api",
+    ),
+    BadSpec(
+        "sftp with upgrade-request",
+        with_upgrade_request(setting("sftp", "transport")),
+        "spec.transport",
+    ),
+    BadSpec("env with database-v1", setting(["A=1"], "platform", "env"), "spec.platform.api"),
+    BadSpec(
+        "env without equals",
+        with_upgrade_request(setting(["ODOO_FLAG"], "platform", "env")),
+        "spec.platform.env",
+    ),
+    BadSpec(
+        "env name with a dash",
+        with_upgrade_request(setting(["MY-FLAG=1"], "platform", "env")),
+        "spec.platform.env",
+    ),
+    BadSpec(
+        "sql format with upgrade-request",
+        with_upgrade_request(setting("sql", "destination", "format")),
+        "spec.destination.format",
+    ),
+    BadSpec(
+        "sftp host key with upgrade-request",
+        with_upgrade_request(setting({"hostKey": "ssh-ed25519 AAAAC3Nz"}, "sftp")),
+        "spec.sftp.hostKey",
+    ),
 ]
 
 # Edge values that must stay accepted (the refusals above are not broader than meant).
@@ -185,10 +231,25 @@ def crd(cluster: Any) -> None:
     assert established.returncode == 0, established.stderr
 
 
+def valid_upgrade_request_spec() -> Spec:
+    spec = valid_spec()
+    with_upgrade_request(setting(["ODOO_LOG=debug", "EMPTY="], "platform", "env"))(spec)
+    return spec
+
+
 def test_the_valid_spec_is_accepted(crd: None, cluster: Any, namespace: str) -> None:
     # Without this control every row below could pass for a reason unrelated to its field.
     created = cluster.kubectl(
         "-n", namespace, "apply", "-f", "-", input=manifest("valid", valid_spec()), check=False
+    )
+    assert created.returncode == 0, created.stderr
+    ours = manifest("valid-upgrade-request", valid_upgrade_request_spec())
+    created = cluster.kubectl("-n", namespace, "apply", "-f", "-", input=ours, check=False)
+    assert created.returncode == 0, created.stderr
+    auto = valid_upgrade_request_spec()
+    auto["transport"] = "auto"  # auto is rsync there
+    created = cluster.kubectl(
+        "-n", namespace, "apply", "-f", "-", input=manifest("auto", auto), check=False
     )
     assert created.returncode == 0, created.stderr
 
@@ -277,3 +338,39 @@ def test_request_defining_field_cannot_change_once_the_request_exists(
     stored = cluster.kubectl("-n", namespace, "get", "odooupgrade", name, "-o", "json", check=False)
     assert json.loads(stored.stdout)["spec"][field] == value
     RunLedger(record_property).input(f"change {field} after the request exists")
+
+
+PLATFORM_FIELDS = [("api", "database-v1"), ("env", ["ODOO_LOG=info"])]
+
+
+@pytest.mark.parametrize(("field", "value"), PLATFORM_FIELDS, ids=[f for f, _ in PLATFORM_FIELDS])
+def test_platform_api_and_env_cannot_change_once_the_request_exists(
+    crd: None, cluster: Any, namespace: str, field: str, value: Any, record_property: Any
+) -> None:
+    name = f"immutable-platform-{field}"
+    ours = manifest(name, valid_upgrade_request_spec())
+    created = cluster.kubectl("-n", namespace, "apply", "-f", "-", input=ours, check=False)
+    assert created.returncode == 0, created.stderr
+    marked = cluster.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "odooupgrade",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"requestId": 70001}}),
+        check=False,
+    )
+    assert marked.returncode == 0, marked.stderr
+    changed = valid_upgrade_request_spec()
+    changed["platform"][field] = value
+    if field == "api":  # a database-v1 spec: its own transport and no env
+        changed["transport"], changed["platform"]["env"] = "https", []
+    refused = cluster.kubectl(
+        "-n", namespace, "apply", "-f", "-", input=manifest(name, changed), check=False
+    )
+    assert refused.returncode != 0, f"changing platform.{field} after the request was accepted"
+    assert f"spec.platform.{field} is immutable" in refused.stderr, refused.stderr
+    RunLedger(record_property).input(f"change platform.{field} after the request exists")

@@ -84,6 +84,8 @@ def create(kube: Kube, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
             "spec.destination.format",
         ),
         ({"transport": "ftp"}, "spec.transport"),
+        ({"transport": "rsync"}, "spec.platform.api"),
+        ({"platform": {"api": "upgrade-request"}, "transport": "https"}, "spec.transport"),
         ({"platform": {"pollInterval": "soon"}}, "spec.platform.pollInterval"),
     ],
     ids=lambda v: json.dumps(v) if isinstance(v, dict) else str(v),
@@ -106,7 +108,11 @@ def test_valid_resource_is_accepted_with_defaults_filled(kube: Kube, namespace: 
     assert spec["transport"] == "auto"
     assert spec["contractSecretRef"]["key"] == "contract"
     assert spec["destination"]["format"] == "archive"
-    assert spec["platform"] == {"url": "https://upgrade.odoo.com", "pollInterval": "60s"}
+    assert spec["platform"] == {
+        "url": "https://upgrade.odoo.com",
+        "pollInterval": "60s",
+        "api": "database-v1",
+    }
 
 
 def patch_spec(
@@ -149,3 +155,16 @@ def test_target_change_is_refused_once_the_request_exists(kube: Kube, namespace:
     assert accepted.returncode == 0, accepted.stderr
     spec = kube.json("get", RESOURCE, "frozen", "-n", namespace)["spec"]
     assert spec["target"] == "17.0"
+
+
+@pytest.mark.parametrize("sample", ["odooupgrade.yaml", "odooupgrade-upgrade-request.yaml"])
+def test_the_sample_resources_are_accepted(kube: Kube, namespace: str, sample: str) -> None:
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "samples" / sample
+    obj = yaml.safe_load(path.read_text())
+    obj["metadata"]["namespace"] = namespace
+    created = create(kube, obj)
+    assert created.returncode == 0, created.stderr
+    stored = kube.json("get", RESOURCE, obj["metadata"]["name"], "-n", namespace)["spec"]
+    assert stored["platform"]["api"] in ("database-v1", "upgrade-request")

@@ -1,6 +1,7 @@
 """An OdooUpgrade goes through every phase to Succeeded and leaves the platform's upgraded dump,
-byte for byte, on the destination volume — over HTTPS and over SFTP — and the request key never
-leaves its Secret.
+byte for byte, on the destination volume — on database-v1 over HTTPS and over SFTP, on
+upgrade-request over rsync (a directory with its SHA256SUMS) — and the request key or token
+never leaves its Secret.
 
 One upgrade per transport runs side by side (module fixture); each test reads what they left.
 """
@@ -26,6 +27,7 @@ from tests.support.scenario import (
     Namespace,
     Upgrade,
     assert_delivered,
+    assert_set_delivered,
     condition,
     describe,
     phase_of,
@@ -36,7 +38,15 @@ from tests.support.scenario import (
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.support.operator_fixtures"]
 
-TRANSPORTS = ("https", "sftp")
+TRANSPORTS = ("https", "sftp", "rsync")
+# The platform API of each transport's upgrade; rsync is upgrade-request's own.
+API_OF = {"https": "database-v1", "sftp": "database-v1", "rsync": "upgrade-request"}
+SECRET_OF = {"database-v1": "key", "upgrade-request": "token"}
+
+
+def destination_of(transport: str) -> str:
+    """A file for database-v1, a new directory for upgrade-request."""
+    return f"upgraded/{transport}" + ("" if API_OF[transport] == "upgrade-request" else ".dump")
 
 
 @dataclass
@@ -77,8 +87,9 @@ def scenario(
                 f"acme-{transport}",
                 platform_url=emulator.url,
                 source_path=f"dumps/{transport}.dump",
-                destination_path=f"upgraded/{transport}.dump",
+                destination_path=destination_of(transport),
                 transport=transport,
+                api=API_OF[transport],
             )
             started[transport] = (upgrade, source)
         objects = wait_all([u for u, _ in started.values()], "Succeeded", "Failed")
@@ -92,8 +103,13 @@ def scenario(
         ns.delete()
 
 
-def creates_for(emulator: RunningEmulator, request_id: int) -> int:
-    return sum(1 for call in emulator.calls("create") if call["request"] == request_id)
+def create_method(transport: str) -> str:
+    return "create" if API_OF[transport] == "database-v1" else "upgrade/request/create"
+
+
+def creates_for(emulator: RunningEmulator, transport: str, request_id: int) -> int:
+    calls = emulator.calls(create_method(transport))
+    return sum(1 for call in calls if call["request"] == request_id)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -108,25 +124,31 @@ def test_upgrade_delivers_the_platforms_upgraded_dump(transport: str, scenario: 
     assert delivery.upgrade.phases_in_flow_order(), delivery.upgrade.phases_seen
     status = obj["status"]
     request_id = int(status["requestId"])
-    assert_delivered(
-        obj,
-        scenario.ns.volume(),
-        f"upgraded/{transport}.dump",
-        emulator.upgraded_bytes(request_id),
-    )
+    if API_OF[transport] == "upgrade-request":
+        served = emulator.request_data(request_id)
+        assert_set_delivered(obj, scenario.ns.volume(), destination_of(transport), served)
+        uploaded = (served / "origin.dump").read_bytes()
+        processes = emulator.calls("upgrade/request/process")
+        assert status["platform"]["assignedHost"] == emulator.assigned_host
+        assert status["platform"]["pgVersionCompatible"] is True
+    else:
+        upgraded = emulator.upgraded_bytes(request_id)
+        assert_delivered(obj, scenario.ns.volume(), destination_of(transport), upgraded)
+        uploaded = emulator.original_path(request_id).read_bytes()
+        processes = emulator.calls("process")
+        uploads = [c for c in emulator.calls("upload") if c["request"] == request_id]
+        if transport == "sftp":
+            assert not uploads, "an SFTP upgrade uploaded over HTTPS"
+        else:
+            assert uploads
     # What was uploaded is the source dump, by the transport asked for.
-    assert emulator.original_path(request_id).read_bytes() == delivery.source
+    assert uploaded == delivery.source
     assert status["upload"]["sha256"] == sha256_hex(delivery.source)
     assert status["upload"]["bytesDone"] == len(delivery.source)
     assert status["upload"]["transport"] == transport
     assert status["platform"]["state"] == "done"
-    assert creates_for(emulator, request_id) == 1
-    assert [c["request"] for c in emulator.calls("process")].count(request_id) == 1
-    uploads = [c for c in emulator.calls("upload") if c["request"] == request_id]
-    if transport == "sftp":
-        assert not uploads, "an SFTP upgrade uploaded over HTTPS"
-    else:
-        assert uploads
+    assert creates_for(emulator, transport, request_id) == 1
+    assert [c["request"] for c in processes].count(request_id) == 1
     # The platform's progress is told as Events on the resource, up to its final state.
     told = [
         str(e.get("message", ""))
@@ -134,8 +156,9 @@ def test_upgrade_delivers_the_platforms_upgraded_dump(transport: str, scenario: 
         if e.get("involvedObject", {}).get("name") == delivery.upgrade.name
     ]
     assert any("done" in message for message in told), told
-    # Both upgrades together made exactly two requests: no hidden retry of `create`.
-    assert len(emulator.calls("create")) == len(TRANSPORTS)
+    # The upgrades together made exactly one request each: no hidden retry of `create`.
+    made = {method: len(emulator.calls(method)) for method in map(create_method, TRANSPORTS)}
+    assert made == {method: [create_method(t) for t in TRANSPORTS].count(method) for method in made}
 
 
 def pod_logs(cluster: Any, namespace: str) -> dict[str, str]:
@@ -156,7 +179,9 @@ def test_request_key_and_contract_never_leave_their_secrets(
     secrets: dict[str, str] = {"contract": SAMPLE_CONTRACT}
     for transport, delivery in scenario.deliveries.items():
         data = delivery.upgrade.request_secret()
-        secrets[f"{transport} request key"] = data["key"]
+        secrets[f"{transport} request {SECRET_OF[API_OF[transport]]}"] = data[
+            SECRET_OF[API_OF[transport]]
+        ]
         for number, line in enumerate(private_key_body(data.get("ssh-privatekey", ""))):
             secrets[f"{transport} ssh private key line {number}"] = line
     assert all(len(value) >= 8 for value in secrets.values()), "secrets too short to search"
@@ -166,6 +191,7 @@ def test_request_key_and_contract_never_leave_their_secrets(
     places = {
         "resources": kube.run("get", RESOURCE, "-n", ns.name, "-o", "yaml"),
         "events": kube.run("get", "events", "-n", ns.name, "-o", "yaml"),
+        "jobs": kube.run("get", "jobs", "-n", ns.name, "-o", "yaml"),
         "operator log": operator.logs(),
         "operator metrics": operator.metrics(),
         **{f"pod log {path}": text for path, text in logs.items()},

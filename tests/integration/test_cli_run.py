@@ -1,4 +1,6 @@
-"""`odoo-upgrade run` as a user runs it: a subprocess against the emulator over real HTTP/SFTP."""
+"""`odoo-upgrade run` as a user runs it: a subprocess against the emulator over real HTTP/SFTP,
+and over JSON-RPC and rsync for `--api upgrade-request`. What both APIs share is one test
+parametrised by API."""
 
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ MIB = 1024 * 1024
 CLI = (
     [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "odoo_upgrade.cli"]
 )
+V1 = "database-v1"
+UR = "upgrade-request"
+API_ARGS = {V1: (), UR: ("--api", UR)}
 
 
 def cli_env(emulator: RunningEmulator, **extra: str) -> dict[str, str]:
@@ -77,7 +82,12 @@ def state_of(dump: Path) -> dict[str, Any]:
     return data
 
 
-def assert_upgraded_output(emulator: RunningEmulator, dump: Path, request_id: int) -> None:
+def assert_upgraded_output(
+    emulator: RunningEmulator, dump: Path, request_id: int, api: str = V1
+) -> None:
+    if api == UR:
+        assert_upgraded_set(emulator, dump.with_name("upgraded_" + dump.stem), request_id)
+        return
     output = dump.with_name("upgraded_" + dump.name)
     expected = emulator.upgraded_bytes(request_id)
     assert output.read_bytes() == expected
@@ -85,33 +95,71 @@ def assert_upgraded_output(emulator: RunningEmulator, dump: Path, request_id: in
     assert output.with_name(output.name + ".sha256").read_text() == f"{digest}  {output.name}\n"
 
 
-@pytest.mark.parametrize("transport", ["https", "sftp"])
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_upgraded_set(emulator: RunningEmulator, output: Path, request_id: int) -> None:
+    """The directory holds the platform's whole upgraded set, and its SHA256SUMS checks."""
+    got = tree(output)
+    got.pop("SHA256SUMS")
+    served = tree(emulator.request_data(request_id))
+    assert got == {k: v for k, v in served.items() if not k.startswith("origin.")}
+    assert {"upgrade-report.html", "upgrade.log"} <= set(got)
+    check = subprocess.run(
+        ["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=output, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert sorted(p.name for p in output.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def creates(emulator: RunningEmulator, api: str = V1) -> list[dict[str, Any]]:
+    return emulator.calls("create" if api == V1 else "upgrade/request/create")
+
+
+@pytest.mark.parametrize(("api", "transport"), [(V1, "https"), (V1, "sftp"), (UR, "rsync")])
 def test_run_delivers_the_upgraded_dump_and_keeps_the_contract_secret(
-    emulator: RunningEmulator, dump: Path, contract_file: Path, transport: str
+    emulator: RunningEmulator, dump: Path, contract_file: Path, api: str, transport: str
 ) -> None:
     result = run_cli(
-        run_args(dump, contract_file, "--transport", transport, "--json"), cli_env(emulator)
+        run_args(dump, contract_file, *API_ARGS[api], "--transport", transport, "--json"),
+        cli_env(emulator),
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     request_id = summary["request_id"]
     assert summary["platform_state"] == "done"
-    assert summary["transport"] == transport
+    assert summary["transport"] == transport and summary["api"] == api
     assert summary["bytes_uploaded"] == dump.stat().st_size
-    assert_upgraded_output(emulator, dump, request_id)
-    assert summary["sha256"] == hashlib.sha256(emulator.upgraded_bytes(request_id)).hexdigest()
-    used = {c["method"] for c in emulator.calls()}
-    assert ("request_sftp_access" in used) == (transport == "sftp")
-    assert ("upload" in used) == (transport == "https")
-    assert len(emulator.calls("create")) == 1
-
+    assert summary["upload_sha256"] == hashlib.sha256(dump.read_bytes()).hexdigest()
+    assert_upgraded_output(emulator, dump, request_id, api)
+    assert len(creates(emulator, api)) == 1
     state_file = dump.with_name(dump.name + ".odoo-upgrade.json")
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
     assert state_of(dump)["step"] == "downloaded"
-    key = state_of(dump)["key"]
+    if api == V1:
+        assert summary["sha256"] == hashlib.sha256(emulator.upgraded_bytes(request_id)).hexdigest()
+        used = {c["method"] for c in emulator.calls()}
+        assert ("request_sftp_access" in used) == (transport == "sftp")
+        assert ("upload" in used) == (transport == "https")
+        secrets = [state_of(dump)["key"]]
+    else:
+        output = Path(summary["output"])
+        assert summary["sha256_file"] == str(output / "SHA256SUMS")
+        assert summary["sha256"] == hashlib.sha256((output / "SHA256SUMS").read_bytes()).hexdigest()
+        assert summary["files"] == len(tree(output)) - 1
+        state = state_of(dump)
+        assert state["api"] == UR and state["assigned_host"] == emulator.assigned_host
+        assert "key" not in state and state["ssh_public_key"].startswith("ssh-ed25519 ")
+        secrets = [state["token"], state["ssh_private_key"].splitlines()[1]]
     for text in (result.stdout, result.stderr, state_file.read_text()):
         assert emulator.contract not in text
-    assert key not in result.stdout + result.stderr
+    for secret in secrets:
+        assert secret not in result.stdout + result.stderr
 
 
 def test_human_summary_names_request_output_and_digest(
@@ -189,16 +237,57 @@ def test_dump_the_platform_rejects_exits_3_with_its_customer_message(
     assert message and message in result.stderr
 
 
-def test_existing_output_is_never_overwritten_and_nothing_is_created(
-    emulator: RunningEmulator, dump: Path, contract_file: Path
+@pytest.mark.parametrize(
+    ("env", "state", "said"),
+    [
+        ("ODOO_UPGRADE_EMULATOR_FAIL=module sale_loyalty broke", "failed", "sale_loyalty broke"),
+        ("ODOO_UPGRADE_EMULATOR_CANCEL=1", "cancelled", "Cancelled by the platform"),
+    ],
+)
+def test_upgrade_request_failed_or_cancelled_exits_3_with_the_platforms_reason(
+    emulator: RunningEmulator, dump: Path, contract_file: Path, env: str, state: str, said: str
 ) -> None:
-    output = dump.with_name("upgraded_" + dump.name)
+    args = run_args(dump, contract_file, "--api", UR, "--env", env, "--json")
+    result = run_cli(args, cli_env(emulator))
+    assert result.returncode == 3, result.stderr
+    assert f"ended `{state}`" in result.stderr and said in result.stderr
+    error = json.loads(result.stdout)
+    assert error["state"] == state and said in error["customer_message"]
+    assert state_of(dump)["platform_state"] == state
+    assert not dump.with_name("upgraded_acme").exists()
+
+
+@pytest.mark.parametrize("api", [V1, UR])
+def test_existing_output_is_never_overwritten_and_nothing_is_created(
+    emulator: RunningEmulator, dump: Path, contract_file: Path, api: str
+) -> None:
+    output = dump.with_name("upgraded_" + (dump.name if api == V1 else dump.stem))
     output.write_bytes(b"precious")
-    result = run_cli(run_args(dump, contract_file), cli_env(emulator))
+    result = run_cli(run_args(dump, contract_file, *API_ARGS[api]), cli_env(emulator))
     assert result.returncode == 2
     assert "never overwritten" in result.stderr
     assert output.read_bytes() == b"precious"
-    assert emulator.calls("create") == []
+    assert emulator.calls() == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (("--api", UR, "--transport", "https"), "--transport https is not a transport of --api"),
+        (("--transport", "rsync"), "--transport rsync is not a transport of --api database-v1"),
+        (("--env", "A=1"), "--env is sent only with --api upgrade-request"),
+        (("--api", UR, "--env", "no-equals"), "--env: expected NAME=VALUE"),
+        (("--api", UR, "--format", "sql"), "--format sql is a database-v1 download"),
+    ],
+)
+def test_options_of_the_other_api_are_refused_before_any_call(
+    emulator: RunningEmulator, dump: Path, contract_file: Path, extra: tuple[str, ...], words: str
+) -> None:
+    result = run_cli(run_args(dump, contract_file, *extra), cli_env(emulator))
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr
+    assert emulator.calls() == []
+    assert not dump.with_name(dump.name + ".odoo-upgrade.json").exists()
 
 
 def start_run(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
@@ -228,21 +317,28 @@ def wait_for_step(dump: Path, steps: set[str], process: subprocess.Popen[str]) -
 
 
 def rerun_to_success(
-    emulator: RunningEmulator, dump: Path, contract_file: Path
+    emulator: RunningEmulator, dump: Path, contract_file: Path, *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    result = run_cli(run_args(dump, contract_file), cli_env(emulator))
+    result = run_cli(run_args(dump, contract_file, *extra), cli_env(emulator))
     assert result.returncode == 0, result.stderr
     assert "continuing request" in result.stderr
     return result
 
 
 @pytest.mark.parametrize(
-    ("transport", "kill_at"),
-    [("https", {"created"}), ("sftp", {"created"}), ("https", {"uploaded", "processing"})],
+    ("api", "transport", "kill_at"),
+    [
+        (V1, "https", {"created"}),
+        (V1, "sftp", {"created"}),
+        (V1, "https", {"uploaded", "processing"}),
+        (UR, "rsync", {"created"}),
+        (UR, "rsync", {"uploaded", "processing"}),
+    ],
 )
 def test_rerun_after_kill_continues_the_same_request(
     make_emulator: Callable[..., RunningEmulator],
     tmp_path: Path,
+    api: str,
     transport: str,
     kill_at: set[str],
 ) -> None:
@@ -251,7 +347,7 @@ def test_rerun_after_kill_continues_the_same_request(
     dump = write_sample_dump(tmp_path / "acme.dump", "pgdmp", size=1024 * 1024)
     contract_file = tmp_path / "contract"
     contract_file.write_text(emulator.contract)
-    args = run_args(dump, contract_file, "--transport", transport)
+    args = run_args(dump, contract_file, *API_ARGS[api], "--transport", transport)
     first = start_run(args, cli_env(emulator))
     try:
         wait_for_step(dump, kill_at, first)
@@ -260,9 +356,9 @@ def test_rerun_after_kill_continues_the_same_request(
         first.communicate()
     assert first.returncode == -signal.SIGKILL
 
-    rerun_to_success(emulator, dump, contract_file)
-    assert len(emulator.calls("create")) == 1
-    assert_upgraded_output(emulator, dump, state_of(dump)["request_id"])
+    rerun_to_success(emulator, dump, contract_file, *API_ARGS[api])
+    assert len(creates(emulator, api)) == 1
+    assert_upgraded_output(emulator, dump, state_of(dump)["request_id"], api)
 
 
 def test_ctrl_c_exits_130_and_says_a_rerun_continues(
@@ -292,6 +388,39 @@ def test_rerun_of_a_finished_run_creates_nothing_and_succeeds(
     assert run_cli(run_args(dump, contract_file), cli_env(emulator)).returncode == 0
     rerun_to_success(emulator, dump, contract_file)
     assert len(emulator.calls("create")) == 1
+
+
+def test_a_set_published_before_the_state_file_said_so_is_adopted_not_downloaded_again(
+    emulator: RunningEmulator, dump: Path, contract_file: Path
+) -> None:
+    args = (*API_ARGS[UR], "--json")
+    assert run_cli(run_args(dump, contract_file, *args), cli_env(emulator)).returncode == 0
+    # As if the run had died between publishing the set and recording it.
+    state_file = dump.with_name(dump.name + ".odoo-upgrade.json")
+    state = state_of(dump)
+    state["step"] = "done"
+    state_file.write_text(json.dumps(state))
+    downloads = len(emulator.calls("rsync-download"))
+    again = rerun_to_success(emulator, dump, contract_file, *args)
+    assert len(emulator.calls("rsync-download")) == downloads
+    assert json.loads(again.stdout)["sha256"] == state["download_sha256"]
+    assert state_of(dump)["step"] == "downloaded"
+    # A set that does not match its SHA256SUMS is not taken for the download.
+    (dump.with_name("upgraded_acme") / "upgrade-report.html").write_text("edited")
+    state["step"] = "done"
+    state_file.write_text(json.dumps(state))
+    refused = run_cli(run_args(dump, contract_file, *args), cli_env(emulator))
+    assert refused.returncode == 2 and "never overwritten" in refused.stderr
+
+
+def test_state_file_of_another_api_is_refused(
+    emulator: RunningEmulator, dump: Path, contract_file: Path
+) -> None:
+    assert run_cli(run_args(dump, contract_file), cli_env(emulator)).returncode == 0
+    result = run_cli(run_args(dump, contract_file, "--api", UR), cli_env(emulator))
+    assert result.returncode == 2
+    assert "api 'database-v1' (given 'upgrade-request')" in result.stderr
+    assert len(emulator.calls("create")) == 1 and creates(emulator, UR) == []
 
 
 def test_state_file_of_another_target_is_refused(

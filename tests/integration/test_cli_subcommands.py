@@ -239,3 +239,75 @@ def test_unreachable_platform_exits_4_after_retries(tmp_path: Path) -> None:
     )
     assert result.returncode == 4, result.stderr
     assert "some-request-key" not in result.stderr
+
+
+# -- upgrade-request: the request from the state file of `run` --------------------------------
+
+
+def test_log_follows_the_platform_log_and_status_and_wipe_take_the_state_file(
+    make_emulator: Any, tmp_path: Path
+) -> None:
+    emulator = make_emulator(process_seconds=3)
+    dump = write_sample_dump(tmp_path / "acme.dump", "pgdmp", size=64 * 1024)
+    state_file = dump.with_name(dump.name + ".odoo-upgrade.json")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ODOO_UPGRADE_")}
+    env["ODOO_UPGRADE_CONTRACT"] = emulator.contract
+    run = subprocess.Popen(
+        [*CLI, "--platform-url", emulator.url, "run", "--api", "upgrade-request", "--dump",
+         str(dump), "--target", "18.0", "--poll-interval", "0.3", "--no-progress"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (state_file.exists() and '"processing"' in state_file.read_text()):
+            assert time.monotonic() < deadline and run.poll() is None, run.communicate()
+            time.sleep(0.05)
+        followed = odoo_upgrade(
+            emulator, "log", "--token-from", str(state_file), "--follow", "--interval", "0.2"
+        )
+        _, run_stderr = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 0, run_stderr
+    assert followed.returncode == 0, followed.stderr
+    state = json.loads(state_file.read_text())
+    whole = (dump.with_name("upgraded_acme") / "upgrade.log").read_text()
+    assert followed.stdout == whole  # every line, once, in order, up to the final one
+    assert "upgrading module" in whole and whole.rstrip().endswith("done")
+    assert f"{len(whole.encode())} bytes" in followed.stderr
+    # From a byte on, as a tail: only what comes after it.
+    offset = len(whole.encode()) // 2
+    part = odoo_upgrade(
+        emulator, "log", "--token-from", str(state_file), "--from-byte", str(offset)
+    )
+    assert part.stdout == whole.encode()[offset:].decode()
+
+    status = json_of(odoo_upgrade(emulator, "status", "--token-from", str(state_file), "--json"))
+    assert status["state"] == "done" and status["api"] == "upgrade-request"
+    assert status["assignedHost"] == emulator.assigned_host
+    refused = odoo_upgrade(emulator, "wipe", "--token-from", str(state_file))
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    wiped = json_of(
+        odoo_upgrade(
+            emulator, "wipe", "--token-from", str(state_file), "--yes", "--json",
+            ODOO_UPGRADE_CONTRACT=emulator.contract,
+        )
+    )  # fmt: skip
+    assert wiped["wiped"] == [str(state["request_id"])]
+    assert not emulator.request_data(state["request_id"]).exists()
+    for result in (followed, part, refused):
+        assert state["token"] not in result.stdout + result.stderr
+
+
+def test_log_of_a_database_v1_request_is_refused(emulator: RunningEmulator, tmp_path: Path) -> None:
+    state_file = tmp_path / "state.json"
+    state_file.write_text(
+        json.dumps({"request_id": 1, "key": "k" * 24, "platform_url": emulator.url, "dump": "/d",
+                    "dump_size": 1, "target": "18.0", "aim": "test", "filename": "d",
+                    "transport": "https"})
+    )  # fmt: skip
+    result = odoo_upgrade(emulator, "log", "--token-from", str(state_file))
+    assert result.returncode == 2
+    assert "only upgrade-request serves a log" in result.stderr
+    assert emulator.calls() == []

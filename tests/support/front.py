@@ -6,6 +6,8 @@ acted, the answer is late) or replace it with a gateway error (502/504).
         front.hold_create()                            # answers to create wait until released
         front.answer_create_with(502)                  # create reaches the platform, 502 back
         front.echo_key_in = {"status", "process"}      # the platform quotes the request key back
+        front.forge_known_hosts = "ssh-ed25519 AAAA…"  # upgrade/request: transfer/start names
+                                                       # another host key than the server's
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class PlatformFront:
         # A careless platform: `status` quotes the key in customer_message, `process` refuses
         # with the key in its failure (for the methods named here).
         self.echo_key_in: set[str] = set()
+        # upgrade/request: the key type and base64 put in transfer/start's known_hosts instead
+        # of the server's (each line keeps its host pattern).
+        self.forge_known_hosts: str | None = None
         self._released = threading.Event()
         self._released.set()
         self._loop = asyncio.new_event_loop()
@@ -89,6 +94,8 @@ class PlatformFront:
             echoed = _echo_key(request.path, body, status, content)
             if echoed is not None:
                 status, content = echoed
+        if request.path.endswith("/transfer/start") and self.forge_known_hosts:
+            content = _forged_known_hosts(content, self.forge_known_hosts)
         if request.path.endswith("/create"):
             self.creates_seen += 1
             while not self._released.is_set():  # the platform acted; the answer waits
@@ -130,6 +137,15 @@ def _echo_key(path: str, body: bytes, status: int, content: bytes) -> tuple[int,
         failure = {"reason": "KEY:REJECTED", "message": f"key {key} is not valid", "value": key}
         return 400, json.dumps({"failures": [failure]}).encode()
     return None
+
+
+def _forged_known_hosts(content: bytes, key: str) -> bytes:
+    answer = json.loads(content)
+    result = answer.get("result")
+    if isinstance(result, dict) and isinstance(result.get("known_hosts"), str):
+        lines = [line.split()[0] + " " + key for line in result["known_hosts"].splitlines() if line]
+        result["known_hosts"] = "\n".join(lines) + "\n"
+    return json.dumps(answer).encode()
 
 
 def _mime(content_type: str | None) -> str | None:

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import random
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -115,8 +116,16 @@ def upgrade_manifest(
     contract_secret: str = "odoo-contract",  # noqa: S107 - a Secret name, not a secret
     destination_format: str = "archive",
     poll_interval: str = "5s",  # the CRD's floor
+    api: str | None = None,
+    env: list[str] | None = None,
 ) -> dict[str, Any]:
-    """An `OdooUpgrade` in DESIGN.md §3's shape, pointed at `platform_url`."""
+    """An `OdooUpgrade` in DESIGN.md §3's shape, pointed at `platform_url` (`api`: the
+    platform API, left to its default when None; `env`: upgrade-request env_vars)."""
+    platform: dict[str, Any] = {"url": platform_url, "pollInterval": poll_interval}
+    if api is not None:
+        platform["api"] = api
+    if env:
+        platform["env"] = list(env)
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "OdooUpgrade",
@@ -133,7 +142,7 @@ def upgrade_manifest(
                 "format": destination_format,
             },
             "transport": transport,
-            "platform": {"url": platform_url, "pollInterval": poll_interval},
+            "platform": platform,
         },
     }
 
@@ -366,6 +375,43 @@ def assert_delivered(
     download = obj["status"]["download"]
     assert download["sha256"] == digest
     assert download["bytes"] == len(upgraded)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under `root`, by relative path."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_set_delivered(
+    obj: dict[str, Any], volume: Path, destination_path: str, served: Path
+) -> int:
+    """upgrade-request: the destination directory holds the platform's upgraded set (`served`,
+    its `/data/` without the upload) and a SHA256SUMS that `sha256sum -c` accepts, and
+    `.status.download` says so. Returns the bytes compared."""
+    destination = volume / destination_path
+    assert destination.is_dir(), f"{destination_path} not written; status: {describe(obj)}"
+    got = tree(destination)
+    sums = got.pop("SHA256SUMS")
+    expected = {k: v for k, v in tree(served).items() if not k.startswith("origin.")}
+    assert got == expected, f"set differs: {sorted(set(got) ^ set(expected))}"
+    assert {"upgrade-report.html", "upgrade.log"} <= set(got)
+    check = subprocess.run(
+        ["sha256sum", "--strict", "-c", "SHA256SUMS"],
+        cwd=destination,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    download = obj["status"]["download"]
+    assert download["path"] == f"{destination_path}/upgraded.dump"
+    assert download["reportPath"] == f"{destination_path}/upgrade-report.html"
+    assert download["files"] == len(got)
+    assert download["sha256"] == sha256_hex(sums)
+    return sum(len(data) for data in got.values())
 
 
 def without_nulls(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

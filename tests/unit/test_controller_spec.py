@@ -127,3 +127,64 @@ def test_invalid_specs_are_rejected_naming_the_field(overrides: dict[str, Any], 
 def test_a_path_with_dots_inside_a_name_is_fine() -> None:
     spec = parse_spec(minimal(source={"claimName": "c", "path": "dumps/acme..v1.dump"}))
     assert spec.source.path == "dumps/acme..v1.dump"
+
+
+def test_upgrade_request_settings_are_parsed() -> None:
+    spec = parse_spec(
+        minimal(
+            transport="rsync",
+            destination={"claimName": "c", "path": "upgraded/acme-18"},
+            platform={"api": "upgrade-request", "env": ["ODOO_LOG_LEVEL=debug", "EMPTY="]},
+        )
+    )
+    assert spec.platform_api == "upgrade-request"
+    assert spec.platform_env == ("ODOO_LOG_LEVEL=debug", "EMPTY=")
+    assert spec.downloads_a_directory and not spec.uses_sftp
+    auto = parse_spec(minimal(platform={"api": "upgrade-request"}))
+    assert auto.transport == "auto" and not auto.uses_sftp  # auto means rsync there
+    assert parse_spec(minimal()).platform_api == "database-v1"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ({"transport": "rsync"}, "spec.transport", "spec.platform.api 'database-v1'"),
+        (
+            {"transport": "sftp", "platform": {"api": "upgrade-request"}},
+            "spec.transport",
+            "expected auto or rsync",
+        ),
+        ({"platform": {"api": "upgrade-request/v2"}}, "spec.platform.api", "upgrade-request"),
+        ({"platform": {"env": ["A=1"]}}, "spec.platform.env", "upgrade-request"),
+        (
+            {"platform": {"api": "upgrade-request", "env": ["1A=x"]}},
+            "spec.platform.env[0]",
+            "NAME=VALUE",
+        ),
+        (
+            {"platform": {"api": "upgrade-request", "env": ["A=1", "no-equals"]}},
+            "spec.platform.env[1]",
+            "NAME=VALUE",
+        ),
+        (
+            {
+                "platform": {"api": "upgrade-request"},
+                "destination": {"claimName": "c", "path": "x", "format": "sql"},
+            },
+            "spec.destination.format",
+            "spec.platform.api upgrade-request",
+        ),
+        (
+            {"platform": {"api": "upgrade-request"}, "sftp": {"hostKey": "ssh-ed25519 AAAA"}},
+            "spec.sftp.hostKey",
+            "transfer/start",
+        ),
+    ],
+)
+def test_settings_of_one_api_are_refused_with_the_other(
+    overrides: dict[str, Any], field: str, words: str
+) -> None:
+    with pytest.raises(SpecError) as raised:
+        parse_spec(minimal(**overrides))
+    assert str(raised.value).startswith(field + ":")
+    assert words in str(raised.value)

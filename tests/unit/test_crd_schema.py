@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from odoo_upgrade.controller import conditions as cond
-from odoo_upgrade.controller.spec import MIN_POLL_INTERVAL
+from odoo_upgrade.controller.spec import MAX_ENV_VARS, MIN_POLL_INTERVAL
 from odoo_upgrade.controller.status import (
+    downloaded_set_status,
     downloaded_status,
     dumped_status,
     platform_status,
@@ -20,9 +21,11 @@ from odoo_upgrade.controller.status import (
     restored_status,
     uploaded_status,
 )
-from odoo_upgrade.platform import Failure, UpgradeRequest
+from odoo_upgrade.platform import Failure, RequestStatus, UpgradeRequest
+from odoo_upgrade.platform import upgrade_request_platform as upgrade_request
 from odoo_upgrade.platform.v1 import public_status
 from odoo_upgrade.request.mover_result import MoverResult
+from odoo_upgrade.request.platform import ENV_VAR
 
 CRD_PATH = (
     Path(__file__).resolve().parents[2] / "crds" / "odooupgrades.upgrade.odoo-operator.io.yaml"
@@ -95,11 +98,29 @@ def test_spec_defaults_enums_and_target_pattern(crd: dict[str, Any]) -> None:
     }
     assert props["target"]["pattern"] == r"^(saas~)?\d+\.\d+$"
     assert props["aim"] == {**props["aim"], "enum": ["test", "production"], "default": "test"}
-    assert props["transport"]["enum"] == ["auto", "https", "sftp"]
+    assert props["transport"]["enum"] == ["auto", "https", "sftp", "rsync"]
     assert props["transport"]["default"] == "auto"
     assert props["destination"]["properties"]["format"]["default"] == "archive"
     assert props["platform"]["properties"]["url"]["default"] == "https://upgrade.odoo.com"
     assert props["platform"]["properties"]["pollInterval"]["default"] == "60s"
+    api = props["platform"]["properties"]["api"]
+    assert api["enum"] == ["database-v1", "upgrade-request"] and api["default"] == "database-v1"
+    env = props["platform"]["properties"]["env"]
+    assert env["type"] == "array" and env["maxItems"] == MAX_ENV_VARS
+    assert env["items"]["pattern"] == ENV_VAR.pattern
+
+
+def test_each_apis_settings_are_refused_with_the_other_naming_both_fields(
+    crd: dict[str, Any],
+) -> None:
+    rules = schema(crd)["properties"]["spec"]["x-kubernetes-validations"]
+    by_field = {r["fieldPath"]: r for r in rules if "api" in r["rule"]}
+    assert {".transport", ".platform.env", ".destination.format", ".sftp.hostKey"} <= set(by_field)
+    for rule in rules:
+        assert "spec.platform.api" in rule["message"], rule
+    transport_messages = [r["message"] for r in rules if r["fieldPath"] == ".transport"]
+    assert len(transport_messages) == 2
+    assert all("spec.transport" in m for m in transport_messages)
 
 
 def test_paths_are_checked_relative_and_without_dotdot(crd: dict[str, Any]) -> None:
@@ -138,6 +159,8 @@ def test_request_defining_fields_are_immutable_once_the_request_exists(
         ".spec.restore",
         ".spec.transport",
         ".spec.platform.url",
+        ".spec.platform.api",
+        ".spec.platform.env",
     }
 
 
@@ -195,6 +218,25 @@ def a_full_status() -> dict[str, Any]:
     }
 
 
+def a_full_upgrade_request_status() -> dict[str, Any]:
+    """The fields only an upgrade-request resource gets, built by the controller's code."""
+    answer = RequestStatus.from_result(
+        {"status": "failed", "host_uri": "upgrade-p1.odoo.com", "reason": "r", "archived": True}
+    )
+    platform = platform_status(
+        upgrade_request.public_status(answer, "upgrade-p1.odoo.com"), cond.now_rfc3339()
+    )
+    result = MoverResult.from_json(
+        {"bytes": 3, "sha256": "ab", "attempts": 1, "transport": "rsync", "files": 4,
+         "dumpPath": "upgraded.dump", "reportPath": "upgrade-report.html"}
+    )  # fmt: skip
+    return {
+        "platform": {**platform, "pgVersionCompatible": False, "logOffset": 1234},
+        "upload": uploaded_status(result, "rsync"),
+        "download": {**downloaded_set_status(result, "upgraded/acme"), "startedAt": "x"},
+    }
+
+
 def undeclared(value: Any, node: dict[str, Any], path: str) -> Iterator[str]:
     if isinstance(value, dict):
         props = node.get("properties") or {}
@@ -213,6 +255,7 @@ def test_every_status_field_the_controller_writes_is_declared(crd: dict[str, Any
     status = a_full_status()
     assert list(undeclared(status, status_schema, "status")) == []
     assert set(status) == set(status_schema["properties"])
+    assert list(undeclared(a_full_upgrade_request_status(), status_schema, "status")) == []
 
 
 def test_status_never_holds_the_key_or_a_url() -> None:

@@ -185,3 +185,41 @@ def test_result_is_read_from_the_newest_pods_termination_message() -> None:
     assert termination_result([pod_with(None, "2026-01-01T00:00:00Z")]) is None
     crashed = termination_result([pod_with("Traceback ... boom", "2026-01-01T00:00:00Z")])
     assert crashed is not None and crashed.reason == "MoverCrashed"
+
+
+def test_upgrade_request_jobs_name_the_api_rsync_and_the_allowed_plain_http_hosts() -> None:
+    from odoo_upgrade.controller import settings
+
+    spec = parse_spec(
+        {
+            "target": "18.0",
+            "email": "ops@acme.example",
+            "contractSecretRef": {"name": "odoo-contract"},
+            "source": {"claimName": "odoo-backups", "path": "dumps/acme.dump"},
+            "destination": {"claimName": "odoo-out", "path": "upgraded/acme-18"},
+            "platform": {"url": "http://127.0.0.1:8069", "api": "upgrade-request"},
+        }
+    )
+    allowed = ("https://upgrade.odoo.com", "http://127.0.0.1:8069", "http://localhost:8070")
+    settings.configure(settings.OperatorSettings(allowed_platform_urls=allowed))
+    try:
+        upload, download = upload_job_spec(OWNER, spec), download_job_spec(OWNER, spec)
+    finally:
+        settings.configure(settings.OperatorSettings())
+    for job in (upload, download):
+        (container,) = pod(job)["containers"]
+        command = container["command"]
+        at = command.index("--api")
+        # Only the other plain-http host: the mover allows the platform URL's own by itself.
+        assert command[at : at + 4] == [
+            "--api", "upgrade-request", "--plain-http-host", "localhost:8070"
+        ]  # fmt: skip
+        assert command.count("--plain-http-host") == 1
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["HOME"] == "/tmp" and env["TMPDIR"] == "/tmp"  # ssh writes there
+    upload_command = pod(upload)["containers"][0]["command"]
+    assert upload_command[upload_command.index("--transport") + 1] == "rsync"
+    download_command = pod(download)["containers"][0]["command"]
+    assert "/data/destination/upgraded/acme-18" in download_command
+    # No secret of the request in the Job: it reads them from the mounted Secret.
+    assert not any("token" in word or "key" in word.lower() for word in download_command)

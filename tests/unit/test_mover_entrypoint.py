@@ -8,6 +8,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,94 @@ def test_download_before_the_platform_is_done_is_a_transient_failure(
     assert done.returncode == 1
     assert termination(log)["reason"] == "NotReady"
     assert not (tmp_path / "out.dump").exists()
+
+
+# -- upgrade-request: rsync inside the transfer window ---------------------------------------
+
+
+def upgrade_request_dir(tmp_path: Path, emulator: RunningEmulator) -> tuple[Path, str]:
+    """A new upgrade/request request, mounted as the operator stores it; its token."""
+    pair = generate_ssh_keypair()
+    answer = emulator.request_api(
+        "create", contract=emulator.contract, target="18.0", aim="test", ssh_key=pair.public_line
+    )["result"]
+    directory = tmp_path / "request"
+    directory.mkdir()
+    for name, value in {
+        "requestId": str(answer["request_id"]),
+        "token": answer["token"],
+        "assignedHost": answer["assigned_host_uri"],
+        "ssh-privatekey": pair.private_pem,
+        "ssh-publickey": pair.public_line,
+    }.items():
+        (directory / name).write_text(value)
+    return directory, str(answer["token"])
+
+
+def test_upgrade_request_upload_and_download_move_the_dump_and_the_set_by_rsync(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    from tests.support.emulator import write_directory_dump
+
+    secret, token = upgrade_request_dir(tmp_path, emulator)
+    dump = write_directory_dump(tmp_path / "source" / "acme.dump")
+    log = tmp_path / "termination-log"
+    common = ("--platform-url", emulator.url, "--request-dir", str(secret), "--api",
+              "upgrade-request", "--termination-log", str(log))  # fmt: skip
+    sent = mover("upload", *common, "--source", str(dump), "--transport", "rsync")
+    assert sent.returncode == 0, sent.stderr
+    result = termination(log)
+    assert result["transport"] == "rsync" and result["files"] == 3
+    assert result["remoteName"] == "origin.dump" and result["attempts"] == 1
+    assert "upload: " in sent.stdout
+    request_id = int((secret / "requestId").read_text())
+    assert (emulator.request_data(request_id) / "origin.dump" / "toc.dat").is_file()
+
+    early = mover("download", *common, "--destination", str(tmp_path / "out" / "acme-18"))
+    assert early.returncode == 1 and termination(log)["reason"] == "NotReady"
+    assert not (tmp_path / "out" / "acme-18").exists()
+    emulator.request_api("process", token=token)
+    for _ in range(100):
+        if emulator.request_api("status", token=token)["result"]["status"] == "done":
+            break
+        time.sleep(0.1)
+    got = mover("download", *common, "--destination", str(tmp_path / "out" / "acme-18"))
+    assert got.returncode == 0, got.stderr
+    result = termination(log)
+    assert result["dumpPath"] == "upgraded.dump" and result["reportPath"] == "upgrade-report.html"
+    assert result["logPath"] == "upgrade.log" and result["transport"] == "rsync"
+    sums = (tmp_path / "out" / "acme-18" / "SHA256SUMS").read_bytes()
+    assert result["sha256"] == hashlib.sha256(sums).hexdigest()
+    assert result["files"] == len(sums.splitlines())
+    private = (secret / "ssh-privatekey").read_text().splitlines()[1]
+    for done in (sent, early, got):
+        assert token not in done.stdout + done.stderr
+        assert private not in done.stdout + done.stderr
+    assert token not in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("api", "transport"), [("upgrade-request", "https"), ("database-v1", "rsync")]
+)
+def test_a_transport_of_the_other_api_is_refused_before_any_call(
+    emulator: RunningEmulator, tmp_path: Path, api: str, transport: str
+) -> None:
+    secret, _ = upgrade_request_dir(tmp_path, emulator)
+    source = tmp_path / "acme.dump"
+    source.write_bytes(sample_dump_bytes())
+    calls = len(emulator.calls())
+    log = tmp_path / "termination-log"
+    done = mover(
+        "upload",
+        "--platform-url", emulator.url,
+        "--request-dir", str(secret),
+        "--api", api,
+        "--source", str(source),
+        "--transport", transport,
+        "--termination-log", str(log),
+    )  # fmt: skip
+    assert done.returncode == 2
+    result = termination(log)
+    assert result["reason"] == "TransportNotOffered" and not result["transient"]
+    assert f"--transport {transport}" in result["error"] and f"--api {api}" in result["error"]
+    assert len(emulator.calls()) == calls

@@ -2,6 +2,9 @@
 branch of the flow. The movers are the real `odoo-upgrade mover` processes; only the cluster
 (API server, Job controller, kubelet) is a stand-in (tests/support/fake_cluster.py).
 
+The behaviour both platform APIs share is one test parametrised by `api` (database-v1 over
+HTTPS, upgrade-request over rsync); each API's own cases follow.
+
 No control plane is needed; each test takes a second or two.
 """
 
@@ -11,14 +14,16 @@ import asyncio
 import hashlib
 import json
 import logging
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
-from odoo_upgrade.controller import settings
+from odoo_upgrade.controller import metrics, settings
 from odoo_upgrade.controller.flow import reconcile
 from odoo_upgrade.controller.outcomes import Finished, Waiting
 from odoo_upgrade.controller.resource import Upgrade
@@ -34,6 +39,12 @@ NS = "odoo"
 NAME = "acme-to-18"
 SOURCE = "dumps/acme.dump"
 DESTINATION = "upgraded/acme-18.dump"
+V1 = "database-v1"
+UR = "upgrade-request"
+APIS = (V1, UR)
+# Where each API puts the upgraded dump: a file (v1), a new directory of files (upgrade/request).
+DESTINATIONS = {V1: DESTINATION, UR: "upgraded/acme-18"}
+SECRET_NAMES = {V1: "key", UR: "token"}
 
 
 @pytest.fixture(scope="module")
@@ -97,18 +108,55 @@ class Run:
         return self.status
 
 
-def spec_for(emulator: RunningEmulator, **changes: Any) -> dict[str, Any]:
+def spec_for(emulator: RunningEmulator, api: str = V1, **changes: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "target": "18.0",
         "email": "ops@acme.example",
         "contractSecretRef": {"name": "odoo-contract"},
         "source": {"claimName": "backups", "path": SOURCE},
-        "destination": {"claimName": "backups", "path": DESTINATION, "format": "archive"},
-        "transport": "https",
-        "platform": {"url": emulator.url, "pollInterval": "5s"},
+        "destination": {"claimName": "backups", "path": DESTINATIONS[api], "format": "archive"},
+        "transport": "https" if api == V1 else "rsync",
+        "platform": {"url": emulator.url, "pollInterval": "5s", "api": api},
     }
     spec.update(changes)
     return spec
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_delivered(run: Run, api: str, status: dict[str, Any]) -> None:
+    """The platform's upgraded dump is on the volume as the API delivers it, and status says so:
+    the file (v1); the whole set with a SHA256SUMS that checks (upgrade/request)."""
+    request_id = status["requestId"]
+    written = run.cluster.volume(NS, "backups") / DESTINATIONS[api]
+    if api == V1:
+        upgraded = run.emulator.upgraded_bytes(request_id)
+        assert written.read_bytes() == upgraded
+        assert status["download"]["sha256"] == hashlib.sha256(upgraded).hexdigest()
+        return
+    served = run.emulator.request_data(request_id)
+    got = tree(written)
+    sums = got.pop("SHA256SUMS")
+    expected = {k: v for k, v in tree(served).items() if not k.startswith("origin.")}
+    assert got == expected, sorted(set(got) ^ set(expected))
+    assert {"upgrade-report.html", "upgrade.log"} <= set(got)
+    assert any(name.startswith("upgraded.dump/") for name in got)
+    check = subprocess.run(
+        ["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=written, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    download = status["download"]
+    assert download["path"] == f"{DESTINATIONS[api]}/upgraded.dump"
+    assert download["reportPath"] == f"{DESTINATIONS[api]}/upgrade-report.html"
+    assert download["files"] == len(got)
+    assert download["sha256"] == hashlib.sha256(sums).hexdigest()
+    assert download["bytes"] == sum(len(data) for data in got.values())
 
 
 @pytest.fixture
@@ -151,18 +199,21 @@ def creates_of(emulator: RunningEmulator, before: int) -> int:
 # -- the whole flow -----------------------------------------------------------------------
 
 
-async def test_https_flow_creates_once_and_delivers_the_upgraded_dump(run: Run) -> None:
-    before = len(run.emulator.calls("create"))
-    dump = prepare(run)
+def creates_for(emulator: RunningEmulator, api: str) -> int:
+    return len(emulator.calls("create" if api == V1 else "upgrade/request/create"))
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_the_flow_creates_once_and_delivers_the_upgraded_dump(run: Run, api: str) -> None:
+    before = creates_for(run.emulator, api)
+    dump = prepare(run, spec=spec_for(run.emulator, api))
     status = await run.to_the_end()
     assert status["phase"] == "Succeeded", status
     request_id = status["requestId"]
-    upgraded = run.emulator.upgraded_bytes(request_id)
-    written = run.cluster.volume(NS, "backups") / DESTINATION
-    assert written.read_bytes() == upgraded
+    assert_delivered(run, api, status)
     assert status["upload"]["sha256"] == hashlib.sha256(dump).hexdigest()
-    assert status["download"]["sha256"] == hashlib.sha256(upgraded).hexdigest()
-    assert creates_of(run.emulator, before) == 1
+    assert status["upload"]["transport"] == ("https" if api == V1 else "rsync")
+    assert creates_for(run.emulator, api) - before == 1
     assert "createAttemptedAt" in status and status.get("moverRetries") is None
     order = [
         "Accepted",
@@ -177,7 +228,22 @@ async def test_https_flow_creates_once_and_delivers_the_upgraded_dump(run: Run) 
     assert [r for r in run.reasons if r in order] == order
     secret = run.cluster.secret_values(NS, f"{NAME}-request")
     assert secret["requestId"] == str(request_id)
-    assert secret["key"] not in repr(status) + repr(run.events)
+    # The request's secret is nowhere but its Secret: status, Events, Job specs, mover logs,
+    # metrics.
+    readable = {
+        "status": repr(status),
+        "events": repr(run.events),
+        "jobs": json.dumps(list(run.cluster.jobs.values())),
+        "mover logs": "\n".join(run.cluster.logs.values()),
+        "metrics": generate_latest(metrics.REGISTRY).decode(),
+    }
+    private = secret.get("ssh-privatekey", "").splitlines()[1:2]
+    for name, value in [
+        ("request secret", secret[SECRET_NAMES[api]]),
+        *[("key", k) for k in private],
+    ]:
+        assert len(value) > 16
+        assert [place for place, text in readable.items() if value in text] == [], name
 
 
 async def test_sftp_upload_is_granted_access_and_pins_the_host_key_its_mover_saw(run: Run) -> None:
@@ -207,20 +273,31 @@ async def test_a_pinned_host_key_that_does_not_match_fails_before_a_byte_is_sent
     assert run.cluster.secret_values(NS, f"{NAME}-request")["sftp-host-key"] == stranger
 
 
+@pytest.mark.parametrize("api", APIS)
 async def test_a_restarted_operator_adopts_a_finished_download_instead_of_downloading_again(
-    run: Run,
+    run: Run, api: str
 ) -> None:
-    prepare(run)
-    await run.until(lambda s: s.get("phase") == "Downloading")
+    prepare(run, spec=spec_for(run.emulator, api))
     run.cluster.hold.add(f"{NAME}-download")
     await run.until(lambda s: "startedAt" in s.get("download", {}))
     # The Job ends while no operator runs (the one that created it crashed before reading it).
-    result = MoverResult(True, bytes=3, sha256="ab" * 32, attempts=1, transport="https")
+    details = {"files": 4, "dumpPath": "upgraded.dump", "reportPath": "upgrade-report.html"}
+    result = MoverResult(
+        True,
+        bytes=3,
+        sha256="ab" * 32,
+        attempts=1,
+        transport="https" if api == V1 else "rsync",
+        details=details if api == UR else {},
+    )
     run.cluster.finish(NS, f"{NAME}-download", exit_code=0, message=json.dumps(result.to_json()))
     run.handle()
     status = await run.to_the_end()
     assert status["phase"] == "Succeeded"
     assert status["download"]["bytes"] == 3
+    if api == UR:
+        assert status["download"]["files"] == 4
+        assert status["download"]["path"] == f"{DESTINATIONS[UR]}/upgraded.dump"
     assert run.cluster.calls.count("create_job") == 2  # upload and download, no second one
 
 
@@ -259,13 +336,18 @@ async def test_delivered_after_skip_test_counts_as_upgraded(run: Run) -> None:
     assert status["phase"] == "Succeeded", status
 
 
-async def test_invalid_fails_with_the_platforms_customer_message(run: Run) -> None:
-    prepare(run, dump=b"this is not a database dump\n" * 4096)
+@pytest.mark.parametrize(("api", "reason"), [(V1, "RequestInvalid"), (UR, "RequestFailed")])
+async def test_a_refused_dump_fails_with_the_platforms_reason(
+    run: Run, api: str, reason: str
+) -> None:
+    prepare(run, dump=b"this is not a database dump\n" * 4096, spec=spec_for(run.emulator, api))
     status = await run.to_the_end()
     assert status["phase"] == "Failed"
-    assert run.ready()["reason"] == "RequestInvalid"
+    assert run.ready()["reason"] == reason
     assert NOT_A_DUMP_MESSAGE in run.ready()["message"]
-    assert not (run.cluster.volume(NS, "backups") / DESTINATION).exists()
+    processed = next(c for c in status["conditions"] if c["type"] == "Processed")
+    assert processed["status"] == "False" and NOT_A_DUMP_MESSAGE in processed["message"]
+    assert not (run.cluster.volume(NS, "backups") / DESTINATIONS[api]).exists()
 
 
 # -- prerequisites and the allowlist --------------------------------------------------------
@@ -288,12 +370,13 @@ async def test_prerequisites_appearing_late_are_waited_for_without_a_platform_ca
     assert (await run.to_the_end())["phase"] == "Succeeded"
 
 
+@pytest.mark.parametrize("api", APIS)
 async def test_a_platform_url_not_allowed_is_never_contacted_nor_the_contract_read(
-    run: Run, allow: Callable[..., None]
+    run: Run, allow: Callable[..., None], api: str
 ) -> None:
     allow("https://upgrade.odoo.com")
     before = len(run.emulator.calls())
-    prepare(run)
+    prepare(run, spec=spec_for(run.emulator, api))
     for _ in range(3):
         await run.step()
     ready = run.ready()
@@ -308,9 +391,12 @@ async def test_a_platform_url_not_allowed_is_never_contacted_nor_the_contract_re
 # -- create exactly once --------------------------------------------------------------------
 
 
-async def test_an_intent_to_create_without_a_request_never_creates_again(run: Run) -> None:
-    before = len(run.emulator.calls("create"))
-    prepare(run)
+@pytest.mark.parametrize("api", APIS)
+async def test_an_intent_to_create_without_a_request_never_creates_again(
+    run: Run, api: str
+) -> None:
+    before = len(run.emulator.calls())
+    prepare(run, spec=spec_for(run.emulator, api))
     # A crash after the intent was recorded and before the answer was stored.
     await run.cluster.patch_upgrade_status(
         NS, NAME, {"phase": "Creating", "createAttemptedAt": "2026-01-01T00:00:00Z"}
@@ -319,22 +405,23 @@ async def test_an_intent_to_create_without_a_request_never_creates_again(run: Ru
     assert status["phase"] == "Failed"
     assert run.ready()["reason"] == "CreateOutcomeUnknown"
     assert "delete and re-apply" in run.ready()["message"]
-    assert creates_of(run.emulator, before) == 0
+    assert len(run.emulator.calls()) == before  # no create, nor any other call
 
 
-@pytest.mark.parametrize("gateway_status", [502, 504])
+@pytest.mark.parametrize(("api", "gateway_status"), [(V1, 502), (V1, 504), (UR, 502)])
 async def test_a_create_answered_by_a_gateway_error_is_outcome_unknown(
-    run: Run, allow: Callable[..., None], gateway_status: int
+    run: Run, allow: Callable[..., None], api: str, gateway_status: int
 ) -> None:
-    before = len(run.emulator.calls("create"))
+    before = creates_for(run.emulator, api)
     with PlatformFront(run.emulator.url) as front:
         allow(front.url)
         front.answer_create_with(gateway_status)
-        prepare(run, spec=spec_for(run.emulator, platform={"url": front.url, "pollInterval": "5s"}))
+        platform = {"url": front.url, "pollInterval": "5s", "api": api}
+        prepare(run, spec=spec_for(run.emulator, api, platform=platform))
         status = await run.to_the_end()
     assert status["phase"] == "Failed"
     assert run.ready()["reason"] == "CreateOutcomeUnknown"
-    assert creates_of(run.emulator, before) == 1  # the platform acted once; never again
+    assert creates_for(run.emulator, api) - before == 1  # the platform acted once; never again
 
 
 async def test_a_create_refused_with_503_is_retried_safely(
@@ -527,6 +614,23 @@ async def test_an_existing_destination_fails_and_a_spec_change_downloads_again(
     assert creates_of(run.emulator, before) == 1
 
 
+async def test_an_existing_destination_directory_is_never_written_into(run: Run) -> None:
+    prepare(run, spec=spec_for(run.emulator, UR))
+    taken = run.cluster.volume(NS, "backups") / DESTINATIONS[UR]
+    taken.mkdir(parents=True)
+    (taken / "mine.txt").write_bytes(b"precious")
+    status = await run.to_the_end()
+    assert status["phase"] == "Failed" and run.ready()["reason"] == "DestinationExists"
+    assert "destination directory already exists" in run.ready()["message"]
+    assert tree(taken) == {"mine.txt": b"precious"}
+    assert sorted(p.name for p in taken.parent.iterdir()) == [taken.name]  # no part left
+    run.cluster.edit_spec(NS, NAME, {"destination": {"path": "upgraded/acme-18-b"}})
+    status = await run.to_the_end()
+    assert status["phase"] == "Succeeded", status
+    assert (taken.parent / "acme-18-b" / "SHA256SUMS").is_file()
+    assert tree(taken) == {"mine.txt": b"precious"}
+
+
 async def test_a_lost_request_secret_fails_the_upgrade(run: Run) -> None:
     prepare(run)
     await run.until(lambda s: s.get("requestId") is not None)
@@ -544,3 +648,169 @@ async def test_a_foreign_request_secret_is_never_read_or_written(run: Run) -> No
         "requestId": "1",
         "key": "not-ours-at-all",
     }
+
+
+# -- upgrade/request's own cases --------------------------------------------------------------
+
+
+def request_calls(emulator: RunningEmulator, request_id: int) -> list[dict[str, Any]]:
+    return [
+        c
+        for c in emulator.calls()
+        if c["request"] == request_id
+        and str(c["method"]).startswith(("upgrade/request/", "rsync-"))
+    ]
+
+
+async def test_every_call_after_create_goes_to_the_assigned_host(
+    tmp_path: Path, allow: Callable[..., None]
+) -> None:
+    with RunningEmulator(tmp_path / "emulator", process_seconds=0.3) as emu:
+        emu.restart(assigned_host=f"localhost:{emu.port}")  # same server, another name
+        assigned = f"localhost:{emu.port}"
+        allow(emu.url, f"http://{assigned}")
+        run = Run(FakeCluster(tmp_path / "cluster"), emu)
+        prepare(run, spec=spec_for(emu, UR))
+        status = await run.to_the_end()
+        assert status["phase"] == "Succeeded", status
+        assert status["platform"]["assignedHost"] == assigned
+        assert_delivered(run, UR, status)
+        calls = [(c["method"], c.get("host")) for c in request_calls(emu, status["requestId"])]
+    create, *later = [(m, h) for m, h in calls if m.startswith("upgrade/request/")]
+    assert create == ("upgrade/request/create", f"127.0.0.1:{emu.port}")
+    methods = {m for m, _ in later}
+    assert {"transfer/start", "transfer/stop", "process", "status"} <= {
+        m.removeprefix("upgrade/request/") for m in methods
+    }
+    assert {h for _, h in later} == {assigned}
+    assert [m for m, _ in calls if m.startswith("rsync-")] == ["rsync-upload", "rsync-download"]
+    secret = run.cluster.secret_values(NS, f"{NAME}-request")
+    assert secret["assignedHost"] == assigned
+    job = run.cluster.jobs[(NS, f"{NAME}-download")]
+    args = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert args[args.index("--plain-http-host") + 1] == assigned
+
+
+async def test_a_known_hosts_mismatch_is_refused_and_nothing_is_transferred(
+    tmp_path: Path, allow: Callable[..., None]
+) -> None:
+    stranger = " ".join(generate_ssh_keypair().public_line.split()[:2])
+    with RunningEmulator(tmp_path / "emulator", process_seconds=0.3) as emu:
+        with PlatformFront(emu.url) as front:
+            # Every call after create goes through the front, which forges transfer/start.
+            emu.restart(assigned_host=f"127.0.0.1:{front.port}")
+            front.forge_known_hosts = stranger
+            allow(front.url)
+            run = Run(FakeCluster(tmp_path / "cluster"), emu)
+            platform = {"url": front.url, "pollInterval": "5s", "api": UR}
+            prepare(run, spec=spec_for(emu, UR, platform=platform))
+            status = await run.to_the_end()
+        request_id = status["requestId"]
+        assert status["phase"] == "Failed"
+        ready = run.ready()
+        assert "SSH host key" in ready["message"] and "nothing was transferred" in ready["message"]
+        assert status.get("moverRetries") is None  # refused at once, not retried
+        assert list(emu.request_data(request_id).iterdir()) == []
+        methods = [c["method"] for c in request_calls(emu, request_id)]
+    assert "rsync-upload" not in methods
+    assert methods[-1] == "upgrade/request/transfer/stop"  # the window was closed all the same
+
+
+async def test_a_cut_rsync_resumes_where_it_stopped(
+    tmp_path: Path, allow: Callable[..., None]
+) -> None:
+    with RunningEmulator(
+        tmp_path / "emulator", process_seconds=0.3, drop_after_bytes=1_000_000
+    ) as emu:
+        allow(emu.url)
+        run = Run(FakeCluster(tmp_path / "cluster"), emu)
+        dump = sample_dump_bytes("sql", size=4_000_000)
+        prepare(run, dump=dump, spec=spec_for(emu, UR))
+        status = await run.to_the_end()
+        assert status["phase"] == "Succeeded", status
+        assert status["upload"]["attempts"] == 2
+        assert_delivered(run, UR, status)
+        # One cut and one resumed session per direction (a cut one may log its end last).
+        sessions = sorted(
+            (c["method"], c["reasons"], c["ok"])
+            for c in request_calls(emu, status["requestId"])
+            if c["method"].startswith("rsync-")
+        )
+        resumed = [c for c in emu.calls("rsync-upload") if c["ok"]]
+    assert sessions == [
+        ("rsync-download", [], True),
+        ("rsync-download", ["CONNECTION:CUT"], False),
+        ("rsync-upload", [], True),
+        ("rsync-upload", ["CONNECTION:CUT"], False),
+    ]
+    # The second run sent only what the first did not get through (plus checksums).
+    assert int(resumed[0]["bytes_received"]) < len(dump) - 800_000
+
+
+@pytest.mark.parametrize(
+    ("marker", "reason", "said"),
+    [
+        ("ODOO_UPGRADE_EMULATOR_FAIL=module sale_loyalty broke", "RequestFailed", "sale_loyalty"),
+        ("ODOO_UPGRADE_EMULATOR_CANCEL=1", "RequestCancelled", "Cancelled by the platform"),
+    ],
+    ids=["failed", "cancelled"],
+)
+async def test_failed_and_cancelled_requests_fail_with_the_platforms_reason(
+    run: Run, marker: str, reason: str, said: str
+) -> None:
+    platform = {"url": run.emulator.url, "pollInterval": "5s", "api": UR, "env": [marker]}
+    prepare(run, spec=spec_for(run.emulator, UR, platform=platform))
+    status = await run.to_the_end()
+    assert status["phase"] == "Failed"
+    assert run.ready()["reason"] == reason and said in run.ready()["message"]
+    processed = next(c for c in status["conditions"] if c["type"] == "Processed")
+    assert processed["reason"] == reason and said in processed["message"]
+    assert said in status["platform"]["reason"]
+    assert status["platform"]["state"] == reason.removeprefix("Request").lower()
+    assert ("Warning", reason) in [(t, r) for t, r, _ in run.events]
+    assert "progress" not in status
+    assert not (run.cluster.volume(NS, "backups") / DESTINATIONS[UR]).exists()
+
+
+async def test_the_platforms_log_is_tailed_into_progress_while_it_works(
+    tmp_path: Path, allow: Callable[..., None]
+) -> None:
+    with RunningEmulator(tmp_path / "slow-emulator", process_seconds=3) as slow:
+        allow(slow.url)
+        run = Run(FakeCluster(tmp_path / "cluster"), slow)
+        env = ["ODOO_UPGRADE_EMULATOR_PG_INCOMPATIBLE=1"]
+        platform = {"url": slow.url, "pollInterval": "5s", "api": UR, "env": env}
+        prepare(run, spec=spec_for(slow, UR, platform=platform))
+        states: list[str] = []
+        shown: list[tuple[str, int]] = []
+
+        def observe(status: dict[str, Any]) -> bool:
+            state = status.get("platform", {}).get("state")
+            if state and (not states or states[-1] != state):
+                states.append(state)
+            line, offset = status.get("progress"), status.get("platform", {}).get("logOffset")
+            if state in ("pending", "progress") and line and (not shown or shown[-1][0] != line):
+                shown.append((line, offset))
+            return status.get("phase") == "Succeeded"
+
+        await run.until(observe, passes=400)
+        status = run.status
+        whole_log = (
+            run.cluster.volume(NS, "backups") / DESTINATIONS[UR] / "upgrade.log"
+        ).read_text()
+    assert [s for s in states if s != "pending"] == ["progress", "done"], states
+    announced = [m for _, r, m in run.events if r == "PlatformState"]
+    assert any("progress -> done" in m for m in announced), announced
+    # A new last line of the platform's log on each poll, read on from a growing offset.
+    assert len(shown) >= 3, shown
+    assert all("upgrading module" in line or "restoring" in line for line, _ in shown[1:]), shown
+    offsets = [offset for _, offset in shown]
+    assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+    log_lines = whole_log.splitlines()
+    for line, offset in shown:
+        assert line in log_lines
+        assert whole_log.encode()[:offset].decode().endswith(line + "\n")
+    # process said the upgraded dump does not restore on the source's PostgreSQL.
+    assert status["platform"]["pgVersionCompatible"] is False
+    assert "PgVersionIncompatible" in run.reasons
+    assert "progress" not in status

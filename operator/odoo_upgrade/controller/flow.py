@@ -35,8 +35,11 @@ from odoo_upgrade.controller.resource import Upgrade
 from odoo_upgrade.controller.secret_store import SecretConflict
 from odoo_upgrade.controller.spec import SpecError, UpgradeSpec, parse_spec
 from odoo_upgrade.controller.status import (
+    downloaded_set_status,
     downloaded_status,
+    log_progress,
     platform_status,
+    platform_text,
     seconds_since,
     uploaded_status,
 )
@@ -47,13 +50,18 @@ from odoo_upgrade.redact import forget_secrets, redact, register_secret
 from odoo_upgrade.request import secret_keys
 from odoo_upgrade.request.allowlist import UrlNotAllowed, url_is_allowed
 from odoo_upgrade.request.mover_result import MoverResult
-from odoo_upgrade.request.platform import CreatedRequest, RequestOrder, RequestRef, states_of
+from odoo_upgrade.request.platform import (
+    CreatedRequest,
+    RequestOrder,
+    RequestRef,
+    serves_log,
+    states_of,
+)
 from odoo_upgrade.request.progress import format_bytes
 from odoo_upgrade.request.sftp_grant import grant_sftp_access
 from odoo_upgrade.request.states import StateClass, failure_report
 from odoo_upgrade.request.steps import Progress, Step, next_step
 from odoo_upgrade.request.stored import StoredRequest
-from odoo_upgrade.request.transport import may_use_sftp
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +182,7 @@ async def create_request(upgrade: Upgrade, spec: UpgradeSpec, contract: str) -> 
         aim=spec.aim,
         filename=spec.filename,
         timezone=spec.timezone,
+        env_vars=spec.platform_env,
     )
     try:
         created = await upgrade.platform_call(spec, "create", lambda p: p.create(order))
@@ -190,6 +199,8 @@ async def create_request(upgrade: Upgrade, spec: UpgradeSpec, contract: str) -> 
             raise
         return await create_outcome_unknown(upgrade, spec, f"the answer was lost ({error})")
     await save_request(upgrade, created)
+    if created.info:  # a warning the platform wants shown (a production request, ...)
+        upgrade.event("Normal", "PlatformNotice", platform_text(created.info))
     return NOW
 
 
@@ -289,7 +300,7 @@ async def upload_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
     async def prepare() -> None:
         if time.monotonic() - upgrade.prerequisites_found_at > RECHECK_AFTER_SECONDS:
             await validate_prerequisites(upgrade, spec)  # else `create` just found them
-        if not may_use_sftp(spec.transport) or stored.sftp_access is not None:
+        if not spec.uses_sftp or stored.sftp_access is not None:
             return
         grant = await upgrade.platform_call(
             spec,
@@ -363,6 +374,13 @@ async def start_processing(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
         **mirrored,
     )
     upgrade.event("Normal", "ProcessingRequested", message)
+    if facts.get("pgVersionCompatible") is False:
+        upgrade.event(
+            "Warning",
+            "PgVersionIncompatible",
+            "the platform says the upgraded dump cannot be restored on the PostgreSQL version "
+            "of the uploaded dump: restore it on a newer server",
+        )
     return Again(spec.poll_interval)
 
 
@@ -389,8 +407,17 @@ async def poll_platform(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
                 phase=cond.DOWNLOADING,
                 platform=mirrored,
                 conditions=[(cond.DOWNLOADED, cond.UNKNOWN, "Ready", message)],
+                progress=None,  # the platform log's last line, if it was shown
                 message=message,
             )
+        elif current.state_class is StateClass.IN_PROGRESS and serves_log(spec.platform_api):
+            # The same patch carries the newest line of the platform's log.
+            offset, line = await read_platform_log(upgrade, spec, ref)
+            mirrored["logOffset"] = offset
+            if line is None:
+                await upgrade.patch_status(platform=mirrored)
+            else:
+                await upgrade.patch_status(platform=mirrored, progress=line)
         else:
             await upgrade.patch_status(platform=mirrored)
         if state != previous:
@@ -411,10 +438,30 @@ async def poll_platform(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
             await upgrade.patch_status(
                 phase=cond.DOWNLOADING,
                 conditions=[(cond.DOWNLOADED, cond.UNKNOWN, "Ready", message)],
+                progress=None,
                 message=message,
             )
         return NOW
     return Again(spec.poll_interval)
+
+
+async def read_platform_log(
+    upgrade: Upgrade, spec: UpgradeSpec, ref: RequestRef
+) -> tuple[int, str | None]:
+    """Best effort: the platform's upgrade log read on from `.status.platform.logOffset`; the
+    offset reached and the newest complete line (for `.status.progress`), if any."""
+    offset = int((upgrade.status.get("platform") or {}).get("logOffset") or 0)
+    try:
+        text, end = await upgrade.platform_call(spec, "logs", lambda p: p.log_tail(ref, offset))
+    except PlatformError as error:
+        logger.debug("%s/%s: platform log not read: %s", upgrade.namespace, upgrade.name, error)
+        return offset, None
+    complete, newline, _ = text.rpartition("\n")
+    if not newline:
+        return offset, None  # no complete line yet: read it again next time
+    if len(complete) + 1 < len(text):  # a line still being written: from its start next time
+        end = offset + len((complete + newline).encode())
+    return end, log_progress(complete)
 
 
 # -- 6. download ---------------------------------------------------------------------------
@@ -427,8 +474,16 @@ async def download_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
     async def downloaded(result: MoverResult) -> StepResult:
         metrics.BYTES_MOVED.labels(direction="download").inc(result.bytes or 0)
         message = f"downloaded {format_bytes(result.bytes or 0)} to {spec.destination.path}"
+        if spec.downloads_a_directory:
+            shown = downloaded_set_status(result, spec.destination.path)
+            message = (
+                f"downloaded {shown['files']} files ({format_bytes(result.bytes or 0)}) to "
+                f"{spec.destination.path}/, checked by its SHA256SUMS"
+            )
+        else:
+            shown = downloaded_status(result, spec.destination.path)
         await upgrade.patch_status(
-            download=downloaded_status(result, spec.destination.path),
+            download=shown,
             conditions=[(cond.DOWNLOADED, cond.TRUE, "Downloaded", message)],
             progress=None,
             message=message,
@@ -450,7 +505,7 @@ async def download_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
 
 
 def refused_destination(upgrade: Upgrade) -> bool:
-    """Failed only because the destination file existed: the one failure a spec edit fixes."""
+    """Failed only because the destination existed: the one failure a spec edit fixes."""
     ready = cond.find_condition(upgrade.conditions, cond.READY)
     return ready is not None and ready.get("reason") == "DestinationExists"
 

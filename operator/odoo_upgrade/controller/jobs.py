@@ -18,7 +18,10 @@ from typing import Any
 
 from odoo_upgrade.controller import settings
 from odoo_upgrade.controller.spec import GROUP, KIND, VERSION, UpgradeSpec
+from odoo_upgrade.request.allowlist import plain_http_hosts
 from odoo_upgrade.request.mover_result import EXIT_PERMANENT, Direction, MoverResult
+from odoo_upgrade.request.platform import PlatformApi
+from odoo_upgrade.request.transport import Transport
 
 DEFAULT_MOVER_IMAGE = "ghcr.io/odoo-upgrade-operator/odoo-upgrade-operator:0.1.0"
 MOVER_IMAGE_ENV = "ODOO_UPGRADE_MOVER_IMAGE"
@@ -235,6 +238,31 @@ def mover_job_spec(owner: Owner, spec: UpgradeSpec, direction: Direction) -> dic
     return builders[direction](owner, spec)
 
 
+def api_args(spec: UpgradeSpec) -> list[str]:
+    """For upgrade-request: `--api` and the hosts the operator allows in plain http (its
+    allowlisted emulators: the request's assigned host may be one of them). Nothing for
+    database-v1, the mover's default."""
+    if spec.platform_api != PlatformApi.UPGRADE_REQUEST:
+        return []
+    args = ["--api", spec.platform_api]
+    own = plain_http_hosts([spec.platform_url])  # the mover allows that one by itself
+    for host in sorted(plain_http_hosts(settings.current().allowed_platform_urls) - own):
+        args += ["--plain-http-host", host]
+    return args
+
+
+# ssh and rsync write their temporary files (key, known_hosts) on the emptyDir, not the
+# read-only root filesystem.
+TRANSFER_ENV = ({"name": "TMPDIR", "value": "/tmp"},)
+
+
+def mover_transport(spec: UpgradeSpec) -> str:
+    """The transport the mover is told: `auto` means rsync on upgrade-request."""
+    if spec.platform_api == PlatformApi.UPGRADE_REQUEST:
+        return Transport.RSYNC.value
+    return spec.transport
+
+
 def upload_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
     """The upload Job: source PVC read-only, request Secret, `odoo-upgrade mover upload`."""
     args = [
@@ -246,9 +274,10 @@ def upload_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
         "--source",
         posixpath.join(SOURCE_MOUNT, spec.source.path),
         "--transport",
-        spec.transport,
+        mover_transport(spec),
         "--sftp-threshold-bytes",
         str(spec.sftp_threshold_bytes),
+        *api_args(spec),
         "--termination-log",
         TERMINATION_LOG,
     ]
@@ -257,7 +286,7 @@ def upload_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
         "persistentVolumeClaim": {"claimName": spec.source.claim_name, "readOnly": True},
     }
     mount = {"name": "source", "mountPath": SOURCE_MOUNT, "readOnly": True}
-    return _job(owner, upload_job_name(owner.name), args, [volume], [mount])
+    return _job(owner, upload_job_name(owner.name), args, [volume], [mount], env=TRANSFER_ENV)
 
 
 def download_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
@@ -272,6 +301,7 @@ def download_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
         posixpath.join(DESTINATION_MOUNT, spec.destination.path),
         "--format",
         spec.destination_format,
+        *api_args(spec),
         "--termination-log",
         TERMINATION_LOG,
     ]
@@ -280,7 +310,7 @@ def download_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
         "persistentVolumeClaim": {"claimName": spec.destination.claim_name},
     }
     mount = {"name": "destination", "mountPath": DESTINATION_MOUNT}
-    return _job(owner, download_job_name(owner.name), args, [volume], [mount])
+    return _job(owner, download_job_name(owner.name), args, [volume], [mount], env=TRANSFER_ENV)
 
 
 def database_image() -> str:

@@ -53,6 +53,8 @@ KNOWN_ERROR_REASONS = frozenset(
         "SERVER:ERROR",
         "REQUEST:NOT_FOUND",
         "STATE:INVALID",
+        "REQUEST:ERROR",  # upgrade/request: `result.error`
+        "JSONRPC:ERROR",  # upgrade/request: a JSON-RPC `error` object
         "PlatformNotReached",
         "PlatformServerError",
         "PlatformUnavailable",

@@ -56,7 +56,10 @@ DOWNLOAD = MoverStep(
     cond.DOWNLOADING,
     "download",
     "downloading",
-    output=lambda spec: ("destination file", spec.destination),
+    output=lambda spec: (
+        "destination directory" if spec.downloads_a_directory else "destination file",
+        spec.destination,
+    ),
 )
 
 OnSuccess = Callable[[MoverResult], Awaitable[StepResult]]

@@ -21,7 +21,7 @@ from odoo_upgrade.platform import PlatformError, PlatformFailure
 from odoo_upgrade.platform.apis import open_platform
 from odoo_upgrade.platform.pool import PlatformPool
 from odoo_upgrade.redact import redact
-from odoo_upgrade.request.allowlist import UrlNotAllowed, url_is_allowed
+from odoo_upgrade.request.allowlist import UrlNotAllowed, plain_http_hosts, url_is_allowed
 from odoo_upgrade.request.platform import Platform
 from odoo_upgrade.request.stored import StoredRequest
 
@@ -172,13 +172,17 @@ class Upgrade:
         """One platform call, counted in the metrics (errors by a closed set of reasons).
 
         Only to a URL the operator allows (`--allowed-platform-url`): `UrlNotAllowed` else."""
-        if not url_is_allowed(spec.platform_url, settings.current().allowed_platform_urls):
+        allowed = settings.current().allowed_platform_urls
+        if not url_is_allowed(spec.platform_url, allowed):
             raise UrlNotAllowed(spec.platform_url)
         metrics.PLATFORM_CALLS.labels(method=method).inc()
+        plain = plain_http_hosts(allowed)  # an assigned host too may be an allowed emulator
         try:
             if self.platforms is not None:
-                return await call(self.platforms.get(spec.platform_api, spec.platform_url))
-            platform = open_platform(spec.platform_api, spec.platform_url)
+                return await call(
+                    self.platforms.get(spec.platform_api, spec.platform_url, plain_http_hosts=plain)
+                )
+            platform = open_platform(spec.platform_api, spec.platform_url, plain_http_hosts=plain)
             try:
                 return await call(platform)
             finally:

@@ -12,6 +12,7 @@ from typing import Any
 from odoo_upgrade.controller.jobs import Owner, labels, request_secret_name
 from odoo_upgrade.controller.kube import AlreadyExists, ClusterApi, NotFound, decode_secret
 from odoo_upgrade.redact import register_secret
+from odoo_upgrade.request import secret_keys
 from odoo_upgrade.request.stored import StoredRequest, StoredRequestUnreadable
 
 
@@ -44,7 +45,8 @@ class RequestSecretStore:
                 "rename the OdooUpgrade"
             )
         data = decode_secret(secret)
-        register_secret(*data.values())
+        # Not the assigned host: masking it would garble every message that names it.
+        register_secret(*(v for k, v in data.items() if k not in secret_keys.NOT_SECRET))
         return data
 
     async def stored_request(self) -> StoredRequest | None:

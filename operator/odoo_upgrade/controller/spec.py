@@ -15,8 +15,14 @@ from typing import Any
 
 from odoo_upgrade.database.errors import DatabaseNameInvalid
 from odoo_upgrade.database.server import validate_database_name
-from odoo_upgrade.request.platform import DEFAULT_PLATFORM_URL, PlatformApi
-from odoo_upgrade.request.transport import DEFAULT_SFTP_THRESHOLD_BYTES, may_use_sftp
+from odoo_upgrade.request.platform import DEFAULT_PLATFORM_URL, PlatformApi, env_var_problem
+from odoo_upgrade.request.transport import (
+    DEFAULT_SFTP_THRESHOLD_BYTES,
+    Transport,
+    may_use_sftp,
+    transport_fits,
+    transports_of,
+)
 from odoo_upgrade.request.upgraded import UpgradedFormat
 
 GROUP = "upgrade.odoo-operator.io"
@@ -28,8 +34,9 @@ DEFAULT_POLL_INTERVAL = 60.0
 MIN_POLL_INTERVAL = 5.0
 AIMS = ("test", "production")
 FORMATS = tuple(f.value for f in UpgradedFormat)
-TRANSPORTS = ("auto", "https", "sftp")
-PLATFORM_APIS = (PlatformApi.DATABASE_V1.value,)
+TRANSPORTS = tuple(t.value for t in Transport)
+PLATFORM_APIS = tuple(a.value for a in PlatformApi)
+MAX_ENV_VARS = 64
 
 _TARGET = re.compile(r"^(saas~)?\d+\.\d+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -136,6 +143,7 @@ class UpgradeSpec:
     sftp_threshold_bytes: int
     source_database: DatabaseRef | None = None  # dumped to source.path before `create`
     restore: RestoreSpec | None = None  # the upgraded dump restored after the download
+    platform_env: tuple[str, ...] = ()  # upgrade/request `env_vars`
 
     @property
     def touches_databases(self) -> bool:
@@ -145,7 +153,12 @@ class UpgradeSpec:
     @property
     def uses_sftp(self) -> bool:
         """Whether SFTP credentials must exist before the upload (auto may pick SFTP)."""
-        return may_use_sftp(self.transport)
+        return may_use_sftp(self.transport, self.platform_api)
+
+    @property
+    def downloads_a_directory(self) -> bool:
+        """upgrade/request: `destination.path` is a new directory receiving the upgraded set."""
+        return self.platform_api == PlatformApi.UPGRADE_REQUEST
 
 
 def _section(spec: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -246,6 +259,9 @@ def parse_spec(spec: Mapping[str, Any]) -> UpgradeSpec:
     if not url.startswith(("https://", "http://")):
         raise SpecError("platform.url", f"expected an http(s) URL, got {url!r}")
     poll = platform.get("pollInterval")
+    api = _choice(platform, "api", "platform.api", PlatformApi.DATABASE_V1.value, PLATFORM_APIS)
+    transport = _choice(spec, "transport", "transport", "auto", TRANSPORTS)
+    check_fits_the_api(api, transport, spec, host_key)
     return UpgradeSpec(
         target=target,
         aim=_choice(spec, "aim", "aim", "test", AIMS),
@@ -264,11 +280,9 @@ def parse_spec(spec: Mapping[str, Any]) -> UpgradeSpec:
             ),
         ),
         destination_format=_choice(destination, "format", "destination.format", "archive", FORMATS),
-        transport=_choice(spec, "transport", "transport", "auto", TRANSPORTS),
+        transport=transport,
         platform_url=url.rstrip("/"),
-        platform_api=_choice(
-            platform, "api", "platform.api", PlatformApi.DATABASE_V1.value, PLATFORM_APIS
-        ),
+        platform_api=api,
         poll_interval=parse_duration(poll) if isinstance(poll, str) else DEFAULT_POLL_INTERVAL,
         sftp_host_key=str(host_key) if host_key else None,
         sftp_threshold_bytes=threshold,
@@ -278,4 +292,51 @@ def parse_spec(spec: Mapping[str, Any]) -> UpgradeSpec:
             else None
         ),
         restore=_restore(spec),
+        platform_env=parse_env(platform.get("env"), api),
     )
+
+
+def check_fits_the_api(api: str, transport: str, spec: Mapping[str, Any], host_key: Any) -> None:
+    """The settings of one platform API are refused with the other (as the CRD's CEL rules)."""
+    if not transport_fits(api, transport):
+        allowed = " or ".join(transports_of(api))
+        raise SpecError(
+            "transport",
+            f"{transport!r} is not a transport of spec.platform.api {api!r} (expected {allowed})",
+        )
+    if api != PlatformApi.UPGRADE_REQUEST:
+        return
+    fmt = (spec.get("destination") or {}).get("format", UpgradedFormat.ARCHIVE.value)
+    if fmt != UpgradedFormat.ARCHIVE:
+        raise SpecError(
+            "destination.format",
+            f"{fmt!r} is a database-v1 download; with spec.platform.api upgrade-request the "
+            "destination is a directory receiving the upgraded set (leave format at archive)",
+        )
+    if host_key:
+        raise SpecError(
+            "sftp.hostKey",
+            "pins a database-v1 SFTP server; with spec.platform.api upgrade-request the host "
+            "keys come from the platform's transfer/start",
+        )
+
+
+def parse_env(value: Any, api: str) -> tuple[str, ...]:
+    """`spec.platform.env`: `NAME=VALUE` strings, upgrade-request only."""
+    if value is None or value == []:
+        return ()
+    if not isinstance(value, list):
+        raise SpecError("platform.env", "expected a list of NAME=VALUE strings")
+    if api != PlatformApi.UPGRADE_REQUEST:
+        raise SpecError(
+            "platform.env",
+            "is sent only by spec.platform.api upgrade-request (database-v1 has no environment "
+            "variables)",
+        )
+    if len(value) > MAX_ENV_VARS:
+        raise SpecError("platform.env", f"at most {MAX_ENV_VARS} entries, got {len(value)}")
+    for index, entry in enumerate(value):
+        problem = env_var_problem(entry)
+        if problem:
+            raise SpecError(f"platform.env[{index}]", problem)
+    return tuple(value)

@@ -8,6 +8,7 @@ fits a condition or a status field.
 from __future__ import annotations
 
 import datetime
+import posixpath
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,6 +21,8 @@ from odoo_upgrade.request.platform import PlatformStatus
 # Longest platform text kept in a status field or condition message (metav1.Condition allows
 # 32 KiB; a platform message of that size is noise, and status is read on every pass).
 PLATFORM_TEXT_LIMIT = 2048
+# Longest log line shown as `.status.progress` (a printer column: one screen line).
+LOG_LINE_LIMIT = 200
 
 
 def platform_text(value: Any) -> Any:
@@ -105,6 +108,38 @@ def restored_status(result: MoverResult) -> dict[str, Any]:
         "filestoreFiles": files if isinstance(files, int) else None,
         "completedAt": cond.now_rfc3339(),
     }
+
+
+def downloaded_set_status(result: MoverResult, directory: str) -> dict[str, Any]:
+    """`.status.download` of an upgraded set (upgrade/request): the dump's and the report's
+    paths inside the volume, the file count, and the digest of its SHA256SUMS."""
+
+    def inside(name: Any) -> str | None:
+        # Names inside the set, as the mover reported them: one path segment each.
+        if not isinstance(name, str) or not name or ".." in name.split("/"):
+            return None
+        return posixpath.join(directory, name)
+
+    details = result.details
+    files = details.get("files")
+    return {
+        "path": inside(details.get("dumpPath")) or directory,
+        "reportPath": inside(details.get("reportPath")),
+        "files": files if isinstance(files, int) else None,
+        "bytes": result.bytes or 0,
+        "sha256": result.sha256,
+        "completedAt": cond.now_rfc3339(),
+    }
+
+
+def log_progress(text: str) -> str | None:
+    """The newest non-empty line of a piece of platform log, as `.status.progress` shows it:
+    redacted and short."""
+    for line in reversed(text.splitlines()):
+        shown = redact(line.strip())
+        if shown:
+            return shown if len(shown) <= LOG_LINE_LIMIT else shown[: LOG_LINE_LIMIT - 1] + "…"
+    return None
 
 
 def seconds_since(timestamp: str | None) -> float | None:

@@ -6,20 +6,23 @@ thousands of calls an hour across its resources.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from odoo_upgrade.platform.apis import open_platform
 from odoo_upgrade.request.platform import Platform
 
 
 class PlatformPool:
-    """Clients by (api, url); `aclose()` closes them all."""
+    """Clients by (api, url, plain-http hosts); `aclose()` closes them all."""
 
     def __init__(self) -> None:
-        self._clients: dict[tuple[str, str], Platform] = {}
+        self._clients: dict[tuple[str, str, frozenset[str]], Platform] = {}
 
-    def get(self, api: str, base_url: str) -> Platform:
-        key = (api, base_url)
+    def get(self, api: str, base_url: str, *, plain_http_hosts: Iterable[str] = ()) -> Platform:
+        hosts = frozenset(plain_http_hosts)
+        key = (api, base_url, hosts)
         if key not in self._clients:
-            self._clients[key] = open_platform(api, base_url)
+            self._clients[key] = open_platform(api, base_url, plain_http_hosts=hosts)
         return self._clients[key]
 
     async def aclose(self) -> None:

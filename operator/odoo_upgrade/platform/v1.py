@@ -87,5 +87,9 @@ class DatabaseV1:
         await self.client.process(ref.request_id, ref.secret)
         return {}
 
+    async def log_tail(self, ref: RequestRef, from_byte: int) -> tuple[str, int]:
+        """database/v1 serves no upgrade log."""
+        return "", from_byte
+
     async def request_sftp_access(self, request_id: int, key: str, ssh_keys: str) -> SftpAccess:
         return await self.client.request_sftp_access(request_id, key, ssh_keys)

@@ -49,3 +49,14 @@ def url_is_allowed(url: str, allowed: Iterable[str]) -> bool:
         if path == a_path or path.startswith(a_path + "/"):
             return True
     return False
+
+
+def plain_http_hosts(allowed: Iterable[str]) -> frozenset[str]:
+    """`host:port` of every plain-http URL listed: the only hosts spoken to without TLS (a
+    local emulator its administrator listed), a request's assigned host included."""
+    hosts = set()
+    for entry in allowed:
+        scheme, host, port, _ = _parts(entry)
+        if scheme == "http":
+            hosts.add(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    return frozenset(hosts)

@@ -7,6 +7,7 @@ implementation, not a second state machine.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -19,6 +20,8 @@ from odoo_upgrade.request.states import (
 )
 
 DEFAULT_PLATFORM_URL = "https://upgrade.odoo.com"
+# One `env_vars` entry of an upgrade/request `create` (`spec.platform.env`, `--env`).
+ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=.*$", re.DOTALL)
 
 
 class PlatformApi(StrEnum):
@@ -26,6 +29,18 @@ class PlatformApi(StrEnum):
 
     DATABASE_V1 = "database-v1"
     UPGRADE_REQUEST = "upgrade-request"
+
+
+def env_var_problem(entry: object) -> str | None:
+    """Why `entry` is not a `NAME=VALUE` variable for `env_vars`; None when it is one."""
+    if not isinstance(entry, str) or not ENV_VAR.match(entry):
+        return f"expected NAME=VALUE (a name of letters, digits and _), got {entry!r}"
+    return None
+
+
+def serves_log(api: str) -> bool:
+    """Whether the API serves the upgrade log while the platform works (`Platform.log_tail`)."""
+    return api == PlatformApi.UPGRADE_REQUEST
 
 
 def states_of(api: str) -> PlatformStates:
@@ -101,6 +116,11 @@ class Platform(Protocol):
 
     async def process(self, ref: RequestRef) -> dict[str, Any]:
         """Start the upgrade of the uploaded dump; public facts to mirror (camelCase)."""
+        ...
+
+    async def log_tail(self, ref: RequestRef, from_byte: int) -> tuple[str, int]:
+        """The upgrade log from `from_byte` on, and the offset to ask from next time
+        (nothing on an API without a log: see `serves_log`)."""
         ...
 
     async def aclose(self) -> None:

@@ -15,3 +15,7 @@ SSH_PRIVATE_KEY = "ssh-privatekey"
 SSH_PUBLIC_KEY = "ssh-publickey"
 SFTP_ACCESS = "sftp-access"  # JSON of the `request_sftp_access` answer
 SFTP_HOST_KEY = "sftp-host-key"  # "<type> <base64>": pinned, or recorded on first use
+
+# Values of the Secret that are not secrets: the host is shown in status, the others are
+# public halves. Every other value is registered for redaction when read.
+NOT_SECRET = frozenset({REQUEST_ID, ASSIGNED_HOST, SSH_PUBLIC_KEY, SFTP_HOST_KEY})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from odoo_upgrade.request.platform import PlatformApi
+
 # Above this size `auto` picks SFTP: a broken HTTPS upload restarts from zero, SFTP resumes.
 DEFAULT_SFTP_THRESHOLD_BYTES = 1024**3
 
@@ -17,15 +19,40 @@ class Transport(StrEnum):
     RSYNC = "rsync"  # the upgrade/request API only
 
 
-def may_use_sftp(requested: str) -> bool:
+# The transports each platform API offers (`auto` first: the default of both).
+TRANSPORTS_BY_API: dict[str, tuple[Transport, ...]] = {
+    PlatformApi.DATABASE_V1: (Transport.AUTO, Transport.HTTPS, Transport.SFTP),
+    PlatformApi.UPGRADE_REQUEST: (Transport.AUTO, Transport.RSYNC),
+}
+
+
+def transports_of(api: str) -> tuple[Transport, ...]:
+    """What `transport` may be with the platform API `api`."""
+    return TRANSPORTS_BY_API.get(api, TRANSPORTS_BY_API[PlatformApi.DATABASE_V1])
+
+
+def transport_fits(api: str, requested: str) -> bool:
+    """Whether the API `api` offers the transport `requested`."""
+    return requested in transports_of(api)
+
+
+def may_use_sftp(requested: str, api: str = PlatformApi.DATABASE_V1) -> bool:
     """Whether SFTP access must be granted before the upload (`auto` may pick SFTP)."""
-    return requested in (Transport.SFTP, Transport.AUTO)
+    return api == PlatformApi.DATABASE_V1 and requested in (Transport.SFTP, Transport.AUTO)
 
 
 def choose_transport(
-    requested: str, size: int, threshold: int, *, sftp_available: bool = True
+    requested: str,
+    size: int,
+    threshold: int,
+    *,
+    sftp_available: bool = True,
+    api: str = PlatformApi.DATABASE_V1,
 ) -> Transport:
-    """`auto`: SFTP (resumable) above the threshold when SFTP access exists, else HTTPS."""
+    """`auto`: rsync on upgrade/request; on v1 SFTP (resumable) above the threshold when SFTP
+    access exists, else HTTPS."""
+    if api == PlatformApi.UPGRADE_REQUEST:
+        return Transport.RSYNC
     if requested != Transport.AUTO:
         return Transport(requested)
     if size > threshold and sftp_available:

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import threading
 from collections import deque
@@ -250,6 +251,18 @@ class SshHostKeyMismatch(HostKeyMismatch):
         )
 
 
+_PR_SET_PDEATHSIG = 1
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+
+
+def _end_with_parent() -> None:
+    """In rsync before exec: SIGTERM (rsync keeps its partial file) when the process that ran
+    it dies, as the kernel does to a container's processes when its first one dies. A mover
+    SIGKILLed outside a container must not leave an rsync writing into the part directory."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _clean_env(home: Path) -> dict[str, str]:
     """No agent socket, no RSYNC_* defaults (RSYNC_PROTECT_ARGS...), C locale for parsing."""
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LC_ALL": "C"}
@@ -266,6 +279,7 @@ async def run_rsync(
         stderr=asyncio.subprocess.PIPE,
         env=env,
         start_new_session=True,
+        preexec_fn=_end_with_parent,  # one prctl call, resolved beforehand
     )
     assert process.stdout is not None and process.stderr is not None
     furthest = 0
