@@ -53,6 +53,7 @@ from odoo_upgrade.request.mover_result import (
     termination_text,
 )
 from odoo_upgrade.request.progress import ProgressLine
+from odoo_upgrade.request.upgraded import upgraded_parts
 
 PROGRESS_EVERY_SECONDS = 2.0
 
@@ -211,13 +212,15 @@ def restore(
     filestore_source: Path | None,
     filestore_path: Path | None,
 ) -> MoverResult:
-    """Restore `dump_path` as the new `database` (verified at `target`), then its filestore."""
+    """Restore `dump_path` (a v1 file, or an upgrade/request set's dump) as the new
+    `database` (verified at `target`), then its filestore."""
     settings = connection(secret_dir, RESTORE_FIELDS.secret)
     printer = Throttled()
-    click.echo(f"restore: {dump_path} into new database {database!r} on {settings.address}")
+    parts = upgraded_parts(dump_path)
+    click.echo(f"restore: {parts.dump} into new database {database!r} on {settings.address}")
     restored = restore_database(
         settings,
-        dump_path,
+        parts.dump,
         database,
         target=target,
         token=token,
@@ -235,7 +238,7 @@ def restore(
         built = build_filestore(
             filestore_source,
             filestore_path,
-            upgraded=dump_path,
+            upgraded=parts.filestore,
             token=token,
             progress=lambda files, _total: printer(f"filestore: {files} files"),
         )
@@ -324,7 +327,14 @@ def dump_command(secret_dir: Path, database: str, destination: Path, termination
 @click.command("restore")
 @click.option("--secret-dir", required=True, type=DIRECTORY, help=CONNECTION_DIR_HELP)
 @click.option("--database", required=True, help="The NEW database to restore into.")
-@click.option("--dump", "dump_path", required=True, type=FILE, help="The upgraded dump.")
+@click.option(
+    "--dump",
+    "dump_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The upgraded dump: a file (database-v1), or the downloaded set's directory "
+    "(upgrade-request: its directory-format dump restored, its filestore/ merged).",
+)
 @TARGET
 @TOKEN
 @FILESTORE_SOURCE

@@ -28,6 +28,7 @@ from odoo_upgrade.database import (
     dump_database,
     restore_database,
 )
+from odoo_upgrade.request.upgraded import UpgradedParts
 
 CONNECTION_FLAGS = "--pg-host/--pg-port/--pg-user (password from PGPASSWORD or ~/.pgpass)"
 SOURCE_FLAGS = DatabaseFields("--database", CONNECTION_FLAGS)
@@ -88,18 +89,18 @@ def dump_source(
 
 
 def restore_upgraded(
-    options: DatabaseOptions, upgraded: Path, target: str, token: str
+    options: DatabaseOptions, upgraded: UpgradedParts, target: str, token: str
 ) -> tuple[RestoreResult, FilestoreResult | None]:
     """The upgraded dump into the new database (verified at `target`), then its filestore."""
     assert options.restore is not None
     restored = restore_database(
-        options.settings, upgraded, options.restore, target=target, token=token,
+        options.settings, upgraded.dump, options.restore, target=target, token=token,
         fields=RESTORE_FLAGS, dump_field=OUTPUT_FLAG, hint=CLIENT_HINT,
     )  # fmt: skip
     filestore = None
     if options.filestore is not None and options.restore_filestore is not None:
         filestore = build_filestore(
-            options.filestore, options.restore_filestore, upgraded=upgraded, token=token,
+            options.filestore, options.restore_filestore, upgraded=upgraded.filestore, token=token,
             fields=FILESTORE_FLAGS,
         )  # fmt: skip
     return restored, filestore

@@ -45,7 +45,7 @@ from odoo_upgrade.request.states import StateClass
 from odoo_upgrade.request.steps import Progress, next_step
 from odoo_upgrade.request.steps import Step as FlowStep
 from odoo_upgrade.request.transport import choose_transport, transport_fits, transports_of
-from odoo_upgrade.request.upgraded import upgraded_url
+from odoo_upgrade.request.upgraded import SHA256SUMS, upgraded_parts, upgraded_url
 from odoo_upgrade.run_database import (
     DatabaseOptions,
     dump_source,
@@ -69,7 +69,6 @@ from odoo_upgrade.transfer import (
     upload_https,
     upload_sftp,
 )
-from odoo_upgrade.transfer.rsync import SHA256SUMS
 from odoo_upgrade.transfer.rsync_window import download_through_window, upload_through_window
 
 log = logging.getLogger("odoo_upgrade.cli")
@@ -468,11 +467,11 @@ async def restore_upgraded_dump(
     """Restore the upgraded dump into --restore-name (verified), then the filestore."""
     assert options.databases is not None and options.databases.restore is not None
     databases = options.databases
-    upgraded = Path(state.output) if state.output else options.output
-    if state.download_dump:  # upgrade-request: the directory-format dump inside the set
-        upgraded = upgraded / state.download_dump
+    downloaded = Path(state.output) if state.output else options.output
+    # upgrade-request: the directory-format dump inside the set, its filestore/ beside it
+    upgraded = upgraded_parts(downloaded, state.download_dump)
     token = restore_token(state.platform_url, state.request_id)
-    say(f"restoring {upgraded} into the new database {databases.restore!r}")
+    say(f"restoring {upgraded.dump} into the new database {databases.restore!r}")
     restored, filestore = await run_in_daemon_thread(
         lambda: restore_upgraded(databases, upgraded, state.target, token)
     )

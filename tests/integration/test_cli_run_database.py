@@ -5,6 +5,7 @@ real PostgreSQL server, with libpq's environment and the password in PGPASSWORD 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.harness.ports import free_port
 from tests.harness.postgres import PostgresServer
-from tests.integration.test_cli_run import CLI, cli_env, run_cli
+from tests.integration.test_cli_run import API_ARGS, CLI, UR, V1, cli_env, creates, run_cli
 from tests.support.emulator import RunningEmulator
 from tests.support.odoo_db import (
     OdooDatabase,
@@ -57,6 +58,16 @@ def database_args(
 
 
 @pytest.fixture
+def emulator(tmp_path: Path, postgres: PostgresServer) -> Iterator[RunningEmulator]:
+    """An emulator with a scratch PostgreSQL server: the upgrade/request API's upgraded set
+    holds a real directory-format dump (v1's archive is restorable without one)."""
+    with RunningEmulator(
+        tmp_path / "emulator", process_seconds=1, postgres_url=postgres.url()
+    ) as running:
+        yield running
+
+
+@pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     path = tmp_path / "work"
     path.mkdir()
@@ -75,20 +86,21 @@ def state(workdir: Path) -> dict[str, Any]:
     return loaded
 
 
+@pytest.mark.parametrize("api", [V1, UR])
 def test_run_dumps_upgrades_restores_and_verifies_a_live_database(
     emulator: RunningEmulator,
     postgres: PostgresServer,
     odoo_database: OdooDatabase,
     workdir: Path,
     contract_file: Path,
+    api: str,
 ) -> None:
     source_counts = table_row_counts(postgres, odoo_database.name)
     source_files = filestore_checksums(odoo_database.filestore)
     target = f"{odoo_database.name}_18"
+    args = database_args(odoo_database, workdir, contract_file, *API_ARGS[api])
 
-    result = run_cli(
-        database_args(odoo_database, workdir, contract_file), pg_env(emulator, postgres)
-    )
+    result = run_cli(args, pg_env(emulator, postgres))
 
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -96,7 +108,7 @@ def test_run_dumps_upgrades_restores_and_verifies_a_live_database(
     assert summary["database"]["restored"] == target
     assert summary["database"]["base_version"].startswith("18.0.")
     assert summary["database"]["filestore_files"] == odoo_database.attachments + 1
-    assert len(emulator.calls("create")) == 1
+    assert len(creates(emulator, api)) == 1
     assert state(workdir)["step"] == "restored"
     counts = table_row_counts(postgres, target)
     assert counts == {**source_counts, "ir_attachment": source_counts["ir_attachment"] + 1}
@@ -106,15 +118,19 @@ def test_run_dumps_upgrades_restores_and_verifies_a_live_database(
     assert all((new_filestore / f).is_file() for f in attachment_files(postgres, target))
     assert table_row_counts(postgres, odoo_database.name) == source_counts
     assert filestore_checksums(odoo_database.filestore) == source_files
-    assert (workdir / "acme.dump").is_file() and (workdir / "upgraded_acme.dump").is_file()
+    assert (workdir / "acme.dump").is_file()
+    if api == V1:
+        assert (workdir / "upgraded_acme.dump").is_file()
+    else:  # the set: its directory dump restored, its filestore/ merged, not the dump's files
+        upgraded_set = workdir / "upgraded_acme"
+        assert (upgraded_set / "upgraded.dump" / "toc.dat").is_file()
+        assert not list(new_filestore.rglob("toc.dat"))
     assert postgres.app_password not in result.stdout + result.stderr
     assert postgres.app_password not in (workdir / "acme.dump.odoo-upgrade.json").read_text()
 
-    rerun = run_cli(
-        database_args(odoo_database, workdir, contract_file), pg_env(emulator, postgres)
-    )
+    rerun = run_cli(args, pg_env(emulator, postgres))
     assert rerun.returncode == 0, rerun.stderr  # finished: nothing done again
-    assert len(emulator.calls("create")) == 1
+    assert len(creates(emulator, api)) == 1
 
 
 def test_a_run_stopped_after_the_dump_continues_with_that_dump_and_one_request(

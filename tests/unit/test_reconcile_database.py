@@ -29,7 +29,7 @@ from tests.support.odoo_db import (
     module_versions,
     table_row_counts,
 )
-from tests.unit.test_reconcile import NAME, NS, Run, spec_for
+from tests.unit.test_reconcile import DESTINATIONS, NAME, NS, UR, Run, creates_for, spec_for
 
 pytest_plugins = ["tests.support.postgres_fixtures"]
 
@@ -38,8 +38,13 @@ PG_SECRET = "acme-pg-app"
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
-    with RunningEmulator(tmp_path_factory.mktemp("emulator"), process_seconds=0.3) as running:
+def emulator(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
+) -> Iterator[RunningEmulator]:
+    # A scratch server: the upgrade/request API's set holds a real directory-format dump.
+    with RunningEmulator(
+        tmp_path_factory.mktemp("emulator"), process_seconds=0.3, postgres_url=postgres.url()
+    ) as running:
         yield running
 
 
@@ -87,9 +92,10 @@ def live(run: Run, postgres: PostgresServer, database_name: Callable[[str], str]
             postgres.drop_database(other)
 
 
-def database_spec(run: Run, live: Live, **changes: Any) -> dict[str, Any]:
+def database_spec(run: Run, live: Live, api: str = "database-v1", **changes: Any) -> dict[str, Any]:
     spec = spec_for(
         run.emulator,
+        api,
         source={
             "claimName": "backups",
             "path": SOURCE,
@@ -216,6 +222,30 @@ async def test_a_live_database_is_checked_dumped_before_create_upgraded_and_rest
     assert not [d for d in postgres.databases() if "__restoring_" in d]
     assert "half_restored" not in counts
     assert postgres.secret_data()["password"] not in repr(status) + repr(run.events)
+
+
+async def test_the_upgrade_request_set_is_restored_with_its_filestore_merged(
+    run: Run, postgres: PostgresServer, live: Live
+) -> None:
+    """upgrade/request delivers a directory: the restore Job finds the directory-format dump
+    inside it and merges the set's `filestore/` (never the dump's own files) over the copy."""
+    source_counts = table_row_counts(postgres, live.database.name)
+    prepare(run, postgres, live, secret=postgres.secret_data(), spec=database_spec(run, live, UR))
+
+    status = await run.to_the_end()
+
+    assert status["phase"] == "Succeeded", status
+    assert creates_for(run.emulator, UR) == 1
+    upgraded_set = run.cluster.volume(NS, "backups") / DESTINATIONS[UR]
+    assert status["download"]["path"] == f"{DESTINATIONS[UR]}/upgraded.dump"
+    assert (upgraded_set / "upgraded.dump" / "toc.dat").is_file()
+    assert status["restore"]["baseVersion"].startswith("18.0.")
+    assert status["restore"]["filestoreFiles"] == live.database.attachments + 1
+    counts = table_row_counts(postgres, live.target)
+    assert counts == {**source_counts, "ir_attachment": source_counts["ir_attachment"] + 1}
+    for fname in attachment_files(postgres, live.target):
+        assert (live.new_filestore / fname).is_file(), fname
+    assert not list(live.new_filestore.rglob("toc.dat"))
 
 
 # -- pre-flight: each failure names the field, nothing dumped, no platform call -------------

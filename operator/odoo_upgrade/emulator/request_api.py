@@ -32,8 +32,8 @@ from odoo_upgrade.emulator.request_store import (
     UpgradeRequestStore,
     digest,
 )
-from odoo_upgrade.emulator.request_upgrade import DEFAULT_DUMP_NAME
 from odoo_upgrade.emulator.rsync_endpoint import TransferWindows
+from odoo_upgrade.request.upgraded import DEFAULT_DUMP_NAME
 
 log = logging.getLogger(__name__)
 

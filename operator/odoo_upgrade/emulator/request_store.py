@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from odoo_upgrade.emulator.dumps import DumpInfo, sniff_dump
-from odoo_upgrade.emulator.request_upgrade import DEFAULT_DUMP_NAME, build_upgraded_set
+from odoo_upgrade.emulator.request_upgrade import build_upgraded_set
+from odoo_upgrade.emulator.upgrade import UpgradeRefused
+from odoo_upgrade.request.upgraded import DEFAULT_DUMP_NAME
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +103,11 @@ class RequestState:
 class UpgradeRequestStore:
     """The requests on disk; safe to use from the aiohttp loop and the SSH threads at once."""
 
-    def __init__(self, data_dir: Path, process_seconds: float) -> None:
+    def __init__(
+        self, data_dir: Path, process_seconds: float, postgres_url: str | None = None
+    ) -> None:
         self.root = data_dir / "upgrade-requests"
+        self.postgres_url = postgres_url  # a scratch server: restorable upgraded dumps
         self.root.mkdir(parents=True, exist_ok=True)
         self.process_seconds = max(0.0, process_seconds)
         self._lock = threading.RLock()
@@ -310,9 +315,13 @@ class UpgradeRequestStore:
             if record is None or dump is None or info is None or record.built_at is not None:
                 return
             build_upgraded_set(
-                dump, info, record.target, self.data_dir(request_id), DEFAULT_DUMP_NAME
-            )
+                dump, info, record.target, self.data_dir(request_id), DEFAULT_DUMP_NAME,
+                self.postgres_url,
+            )  # fmt: skip
             self.update(request_id, built_at=time.time())
+        except UpgradeRefused as refused:
+            log.warning("request %s: %s", request_id, refused)
+            self.update(request_id, fail_reason=str(refused), fail_share=PENDING_SHARE)
         except Exception as exc:
             log.exception("building the upgraded set of request %s failed", request_id)
             self.update(

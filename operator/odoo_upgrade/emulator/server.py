@@ -75,7 +75,9 @@ async def serve(config: EmulatorConfig) -> None:
         port_range=config.rsync_port_range,
         idle_seconds=config.transfer_idle_seconds,
     )
-    request_store = UpgradeRequestStore(config.data_dir, config.process_seconds)
+    request_store = UpgradeRequestStore(
+        config.data_dir, config.process_seconds, config.postgres_url
+    )
     request_api = RequestApi(config, request_store, windows)
     add_request_api(app, request_api, faults, calls)
     runner = web.AppRunner(app, access_log=None)

@@ -42,6 +42,7 @@ from odoo_upgrade.platform.errors import (
 from odoo_upgrade.platform.retry import RetryPolicy, retry_async
 from odoo_upgrade.redact import redact, redact_library_loggers, register_secret
 from odoo_upgrade.request.states import UPGRADE_REQUEST_STATES, StateClass
+from odoo_upgrade.request.upgraded import DEFAULT_DUMP_NAME
 
 log = logging.getLogger("odoo_upgrade.platform.upgrade_request")
 
@@ -53,7 +54,6 @@ API_VERSION = "0.2"
 ACTUATOR = "cli"
 AIMS = ("test", "production")
 TRANSFER_TYPES = ("upload", "download")
-DEFAULT_DUMP_NAME = "upgraded.dump"
 # One `logs` call returns at most this much; the caller asks again from `next_offset`.
 MAX_LOG_CHUNK_BYTES = 1 << 20
 

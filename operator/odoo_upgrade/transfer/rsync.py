@@ -33,6 +33,7 @@ from pathlib import Path
 from odoo_upgrade.platform.retry import RetryPolicy
 from odoo_upgrade.platform.upgrade_request import TransferWindow, host_of
 from odoo_upgrade.redact import redact
+from odoo_upgrade.request.upgraded import FILESTORE_NAME, LOG_NAME, REPORT_NAME, SHA256SUMS
 from odoo_upgrade.transfer.errors import (
     DestinationExists,
     HostKeyMismatch,
@@ -49,10 +50,6 @@ log = logging.getLogger("odoo_upgrade.transfer")
 SSH_USER = "odoo"
 REMOTE_ROOT = "/data"
 UPLOAD_NAMES = ("origin.dump", "origin.sql", "origin.sql.gz", "origin.zip")
-REPORT_NAME = "upgrade-report.html"
-LOG_NAME = "upgrade.log"
-FILESTORE_NAME = "filestore"
-SHA256SUMS = "SHA256SUMS"
 PARTIAL_DIR = ".odoo-upgrade-partial"
 CONNECT_TIMEOUT = 15
 IO_TIMEOUT = 300

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-from odoo_upgrade.platform.upgrade_request import DEFAULT_DUMP_NAME, UpgradeRequestClient
+from odoo_upgrade.platform.upgrade_request import UpgradeRequestClient
+from odoo_upgrade.request.upgraded import DEFAULT_DUMP_NAME
 from odoo_upgrade.transfer.results import ProgressCallback
 from odoo_upgrade.transfer.rsync import (
     DownloadedSet,
