@@ -35,12 +35,11 @@ from odoo_upgrade.database.errors import (
     FilestoreSourceNotFound,
 )
 from odoo_upgrade.database.formats import ODOO_ZIP_FILESTORE
+from odoo_upgrade.noreplace import rename_without_replacing
 
 COPY_BLOCK = 1024 * 1024
 PART_SUFFIX = ".odoo-upgrade-part"
 RECORD_SUFFIX = ".odoo-upgrade.json"
-_RENAME_NOREPLACE = 1
-_AT_FDCWD = -100
 # Link failures that mean "copy instead": another filesystem, links refused (protected
 # hardlinks, a filesystem without them), too many links to one inode.
 _NO_LINK = (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP)
@@ -254,29 +253,12 @@ def _sync_filesystem(path: Path) -> None:
 
 
 def _publish(part: Path, path: Path, fields: FilestoreFields) -> None:
-    """Rename `part` to `path` unless `path` exists (renameat2 RENAME_NOREPLACE)."""
-    renameat2 = getattr(_libc(), "renameat2", None)
-    if renameat2 is not None:
-        done = renameat2(
-            _AT_FDCWD, os.fsencode(part), _AT_FDCWD, os.fsencode(path), _RENAME_NOREPLACE
-        )
-        if done == 0:
-            return
-        code = ctypes.get_errno()
-        if code == errno.EEXIST:
-            raise FilestoreDestinationExists(
-                f"{fields.path}: {path} appeared while the filestore was copied; it was left "
-                "untouched",
-                field=fields.path,
-            )
-        if code not in (errno.ENOSYS, errno.EINVAL):
-            raise OSError(code, os.strerror(code), str(path))
-    if os.path.lexists(path):
+    """Rename `part` to `path` unless `path` exists."""
+    if not rename_without_replacing(part, path):
         raise FilestoreDestinationExists(
             f"{fields.path}: {path} appeared while the filestore was copied; it was left untouched",
             field=fields.path,
         )
-    os.rename(part, path)
 
 
 def _count_files(root: Path) -> int:

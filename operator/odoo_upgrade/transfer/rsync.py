@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import errno
 import fcntl
 import hashlib
 import logging
@@ -30,6 +29,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from odoo_upgrade.noreplace import rename_without_replacing
 from odoo_upgrade.platform.retry import RetryPolicy
 from odoo_upgrade.platform.upgrade_request import TransferWindow, host_of
 from odoo_upgrade.redact import redact
@@ -413,31 +413,13 @@ def _upload_digest(source: Path, stop: threading.Event) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
-
-
 def rename_noreplace(source: Path, destination: Path) -> None:
     """Rename `source` to `destination`, failing with `DestinationExists` if that exists."""
-    renameat2 = getattr(_libc, "renameat2", None)
-    if renameat2 is not None:
-        result = renameat2(
-            _AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(destination), _RENAME_NOREPLACE
+    if not rename_without_replacing(source, destination):
+        raise DestinationExists(
+            f"destination {destination} appeared while downloading; it was left untouched "
+            f"and the download kept in {source}"
         )
-        if result == 0:
-            return
-        error = ctypes.get_errno()
-        if error == errno.EEXIST:
-            raise DestinationExists(
-                f"destination {destination} appeared while downloading; it was left untouched "
-                f"and the download kept in {source}"
-            )
-        if error not in (errno.ENOSYS, errno.EINVAL):
-            raise OSError(error, os.strerror(error), str(destination))
-    # No renameat2 here: check, then rename (a non-empty directory is never replaced).
-    refuse_existing(destination)
-    os.rename(source, destination)
 
 
 # -- results ----------------------------------------------------------------------------------
