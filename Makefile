@@ -43,8 +43,8 @@ integration: $(STAMP) sysdeps ## integration tests against the emulator on loopb
 e2e: $(STAMP) sysdeps controlplane ## e2e tests on the local control plane
 	$(VPY) -m pytest tests/e2e
 
-test: $(STAMP) sysdeps controlplane lint ## install what is needed and run the whole suite
-	$(VPY) -m pytest tests
+test: $(STAMP) sysdeps controlplane lint ## install what is needed and run the whole suite (two streams at once: scripts/run-tests.sh)
+	VPY=$(VPY) bash scripts/run-tests.sh
 
 demo: $(STAMP) sysdeps controlplane ## the whole story: control plane, PostgreSQL, emulator, operator, a live database to a restored upgraded one (DEMO_KEEP=1 leaves it running)
 	bash scripts/demo.sh
@@ -62,4 +62,4 @@ bench: $(STAMP) sysdeps ## transfer benchmark vs curl and OpenSSH sftp
 	$(VPY) bench/transfer.py
 
 clean: cluster-down ## remove local state (not the cached control-plane binaries)
-	rm -rf .cluster .demo .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .cluster .demo .mypy_cache .ruff_cache .pytest_cache .test-logs
