@@ -128,6 +128,10 @@ def scoped_operator(
     try:
         yield running
     finally:
+        # While the operator runs, so that it releases its finalizers (stopped, it would
+        # leave each deletion waiting out its timeout).
+        for namespace in scoped_namespaces.values():
+            namespace.delete()
         running.stop()
         for manifest in manifests:
             if manifest["kind"] in CLUSTER_SCOPED_KINDS:
@@ -265,6 +269,8 @@ def tenant_operator(
     try:
         yield running
     finally:
+        for namespace in tenant_namespaces.values():
+            namespace.delete()  # while the operator runs: it releases its finalizers
         running.stop()
 
 
