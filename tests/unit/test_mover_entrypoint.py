@@ -186,6 +186,109 @@ def test_download_never_overwrites_an_existing_destination(
     assert len(emulator.calls("status")) == status_calls  # refused before asking the platform
 
 
+def done_request(emulator: RunningEmulator) -> dict[str, Any]:
+    """A request whose upgraded dump is ready on the platform."""
+    request = emulator.create_request(filename="acme.dump")
+    assert not emulator.upload(request["id"], request["key"], sample_dump_bytes())["failures"]
+    assert not emulator.api("process", request=request["id"], key=request["key"])["failures"]
+    emulator.wait_for_state(request["id"], request["key"], "done")
+    return request
+
+
+def download_args(emulator: RunningEmulator, directory: Path, destination: Path, log: Path,
+                  *extra: str) -> list[str]:  # fmt: skip
+    return [
+        "download",
+        "--platform-url", emulator.url,
+        "--request-dir", str(directory),
+        "--destination", str(destination),
+        *extra,
+        "--termination-log", str(log),
+    ]  # fmt: skip
+
+
+FOREIGN_ORIGINS = {
+    # Left by a mover or CLI that recorded no origin (before bindings existed).
+    "unbound": None,
+    # Left by an interrupted download of another request to the same path.
+    "another-request": {
+        "request_id": "999999",
+        "source_sha256": "0" * 64,
+        "size": None,
+        "validator": '"etag-of-another-file"',
+    },
+}
+
+
+@pytest.mark.parametrize("left", FOREIGN_ORIGINS, ids=list(FOREIGN_ORIGINS))
+def test_download_never_splices_a_foreign_part_into_the_published_dump(
+    emulator: RunningEmulator, tmp_path: Path, left: str
+) -> None:
+    request = done_request(emulator)
+    upgraded = emulator.upgraded_bytes(request["id"])
+    destination = tmp_path / "destination" / "acme-18.dump"
+    destination.parent.mkdir()
+    # A stale prefix at the destination, shorter than the upgraded dump: resumed with a Range
+    # request, the published file would have the right size and the wrong bytes.
+    destination.with_name(".acme-18.dump.part").write_bytes(b"F" * (len(upgraded) // 2))
+    origin = FOREIGN_ORIGINS[left]
+    if origin is not None:
+        destination.with_name(".acme-18.dump.part.json").write_text(json.dumps(origin))
+    log = tmp_path / "termination-log"
+    done = mover(*download_args(emulator, request_dir(tmp_path, request), destination, log))
+    assert done.returncode == 0, done.stderr
+    assert destination.read_bytes() == upgraded
+    digest = hashlib.sha256(upgraded).hexdigest()
+    assert termination(log)["sha256"] == digest
+    assert destination.with_name("acme-18.dump.sha256").read_text() == f"{digest}  acme-18.dump\n"
+    assert not destination.with_name(".acme-18.dump.part").exists()
+
+
+@pytest.mark.parametrize("lost", ["result", "result-and-checksum"])
+def test_a_download_published_but_not_recorded_succeeds_on_the_next_attempt(
+    emulator: RunningEmulator, tmp_path: Path, lost: str
+) -> None:
+    """The mover killed after the rename, before its result reached the operator (and, the
+    worst case, before `<name>.sha256` was written): the next attempt finds its own file."""
+    request = done_request(emulator)
+    directory = request_dir(tmp_path, request)
+    destination = tmp_path / "acme-18.dump"
+    first_log, second_log = tmp_path / "first-log", tmp_path / "second-log"
+    first = mover(*download_args(emulator, directory, destination, first_log))
+    assert first.returncode == 0, first.stderr
+    checksum = destination.with_name("acme-18.dump.sha256")
+    if lost == "result-and-checksum":
+        checksum.unlink()
+    gets = len(emulator.calls("status"))
+    again = mover(*download_args(emulator, directory, destination, second_log))
+    assert again.returncode == 0, again.stderr
+    first_result, second_result = termination(first_log), termination(second_log)
+    upgraded = emulator.upgraded_bytes(request["id"])
+    assert second_result["sha256"] == first_result["sha256"] == hashlib.sha256(upgraded).hexdigest()
+    assert second_result["bytes"] == len(upgraded)
+    assert destination.read_bytes() == upgraded
+    assert checksum.read_text() == f"{first_result['sha256']}  acme-18.dump\n"
+    assert len(emulator.calls("status")) == gets  # recognised on disk, nothing asked again
+
+
+def test_a_destination_published_for_another_request_is_still_refused(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    mine, theirs = done_request(emulator), done_request(emulator)
+    destination = tmp_path / "acme-18.dump"
+    log = tmp_path / "termination-log"
+    assert (
+        mover(*download_args(emulator, request_dir(tmp_path, theirs), destination, log)).returncode
+        == 0
+    )
+    written = destination.read_bytes()
+    (tmp_path / "request").rename(tmp_path / "theirs")
+    done = mover(*download_args(emulator, request_dir(tmp_path, mine), destination, log))
+    assert done.returncode == 2
+    assert termination(log)["reason"] == "DestinationExists"
+    assert destination.read_bytes() == written
+
+
 def test_download_before_the_platform_is_done_is_a_transient_failure(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:
