@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -58,7 +58,10 @@ from odoo_upgrade.request.transport import (
     transport_fits,
     transports_of,
 )
-from odoo_upgrade.request.upgraded import UpgradedFormat, upgraded_url
+from odoo_upgrade.request.upgraded import UpgradedFormat, upgraded_sftp_name, upgraded_url
+
+if TYPE_CHECKING:
+    from odoo_upgrade.transfer import DownloadBinding, TransferResult
 
 PROGRESS_EVERY_SECONDS = 2.0
 
@@ -377,34 +380,99 @@ def download(
     seen: HostKeySeen,
     api: str = PlatformApi.DATABASE_V1,
     plain_http_hosts: tuple[str, ...] = (),
+    transport: str | None = None,
 ) -> MoverResult:
-    """Download the upgraded dump to `destination` (never over an existing file)."""
-    from odoo_upgrade import transfer
+    """Download the upgraded dump to `destination` (never over a file this request did not
+    publish); database-v1 over HTTPS or SFTP (`transport`), upgrade-request over rsync."""
+    from odoo_upgrade.transfer import DownloadBinding, published_download
 
+    if transport is not None:
+        check_transport(api, transport)
     request = read_request(request_dir)
+    if api == PlatformApi.UPGRADE_REQUEST:
+        refuse_existing_destination(destination, "directory")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(download_rsync(platform_url, request, destination, plain_http_hosts))
+    chosen = Transport(transport or Transport.HTTPS)  # the operator chose it (download_transport)
+    if chosen is Transport.SFTP and fmt != UpgradedFormat.ARCHIVE:
+        raise MoverFailure(
+            "TransportNotOffered",
+            f"--transport sftp downloads the archive only (upgraded_<filename>); --format {fmt} "
+            "is downloaded over https",
+            transient=False,
+        )
+    binding = DownloadBinding(str(request.request_id))
+    # Killed after the rename, before its result was recorded: its own file is the result.
+    published = published_download(destination, binding)
+    if published is not None:
+        click.echo(f"download: {destination} already published for request {request.request_id}")
+        return downloaded_result(published, chosen, destination, seen)
+    refuse_existing_destination(destination, "file")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    click.echo(
+        f"download: upgraded {fmt} of request {request.request_id} over {chosen} to {destination}"
+    )
+    if chosen is Transport.SFTP:
+        result = download_over_sftp(request, destination, binding, seen)
+    else:
+        from odoo_upgrade import transfer
+
+        url = asyncio.run(upgraded_dump_url(platform_url, request, fmt))
+        result = asyncio.run(
+            transfer.download_https(
+                url, destination, progress=ProgressPrinter("download"), binding=binding
+            )
+        )
+    return downloaded_result(result, chosen, destination, seen)
+
+
+def refuse_existing_destination(destination: Path, what: str) -> None:
     if destination.exists() or destination.is_symlink():
-        what = "directory" if api == PlatformApi.UPGRADE_REQUEST else "file"
         raise MoverFailure(
             DESTINATION_EXISTS,
             f"destination {what} already exists, not overwritten: {destination}",
             transient=False,
         )
-    if api == PlatformApi.UPGRADE_REQUEST:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(download_rsync(platform_url, request, destination, plain_http_hosts))
-    url = asyncio.run(upgraded_dump_url(platform_url, request, fmt))
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    click.echo(f"download: upgraded {fmt} of request {request.request_id} to {destination}")
-    result = asyncio.run(
-        transfer.download_https(url, destination, progress=ProgressPrinter("download"))
+
+
+def download_over_sftp(
+    request: StoredRequest, destination: Path, binding: DownloadBinding, seen: HostKeySeen
+) -> TransferResult:
+    """`get upgraded_<filename>` with the SFTP download grant, the host key pinned as for the
+    upload (the user's pin, else the key recorded on first use)."""
+    from odoo_upgrade import transfer
+
+    access = request.sftp_download_access
+    if access is None or not request.ssh_private_key:
+        raise MoverFailure(
+            "SftpAccessMissing",
+            "SFTP download asked but the request Secret has no sftp-download-access/"
+            "ssh-privatekey (granted by the operator once the request is done)",
+            transient=False,
+        )
+    check = host_key_check(None, request.sftp_host_key, seen)
+    return transfer.download_sftp(
+        access,
+        request.ssh_private_key,
+        upgraded_sftp_name(access.shared_file),
+        destination,
+        host_key=check,
+        binding=binding,
+        progress=ProgressPrinter("download"),
     )
+
+
+def downloaded_result(
+    result: TransferResult, transport: Transport, destination: Path, seen: HostKeySeen
+) -> MoverResult:
     return MoverResult(
         True,
         bytes=result.bytes,
         sha256=result.sha256,
         attempts=result.attempts,
-        transport=Transport.HTTPS.value,
+        transport=transport.value,
         path=str(destination),
+        host_key=seen.line,
     )
 
 
@@ -541,6 +609,13 @@ def upload_command(
     show_default=True,
     help="The upgraded dump archive, or the plain SQL stream (database-v1).",
 )
+@click.option(
+    "--transport",
+    type=click.Choice([t.value for t in Transport if t is not Transport.AUTO]),
+    default=None,
+    help="database-v1: https (default) or sftp (the archive as upgraded_<filename>, with the "
+    "request Secret's sftp-download-access); upgrade-request: rsync (its only one).",
+)
 @PLAIN_HTTP_HOST
 @TERMINATION_LOG
 def download_command(
@@ -549,6 +624,7 @@ def download_command(
     api: str,
     destination: Path,
     fmt: str,
+    transport: str | None,
     plain_http_hosts: tuple[str, ...],
     termination_log: Path,
 ) -> None:
@@ -556,7 +632,7 @@ def download_command(
     run_and_report(
         termination_log,
         lambda seen: download(
-            platform_url, request_dir, destination, fmt, seen, api, plain_http_hosts
+            platform_url, request_dir, destination, fmt, seen, api, plain_http_hosts, transport
         ),
     )
 

@@ -13,7 +13,9 @@ TOKEN = "token"  # noqa: S105
 ASSIGNED_HOST = "assignedHost"
 SSH_PRIVATE_KEY = "ssh-privatekey"
 SSH_PUBLIC_KEY = "ssh-publickey"
-SFTP_ACCESS = "sftp-access"  # JSON of the `request_sftp_access` answer
+SFTP_ACCESS = "sftp-access"  # JSON of the `request_sftp_access` answer (draft: the upload)
+# JSON of `request_sftp_access` asked again once done: where `upgraded_<filename>` is served.
+SFTP_DOWNLOAD_ACCESS = "sftp-download-access"
 SFTP_HOST_KEY = "sftp-host-key"  # "<type> <base64>": pinned, or recorded on first use
 
 # Values of the Secret that are not secrets: the host is shown in status, the others are

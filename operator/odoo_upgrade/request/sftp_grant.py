@@ -4,6 +4,10 @@ The grant is stored in the request Secret (operator) or the state file (CLI) so 
 later attempt authenticates with the key the platform already knows. The host key is pinned
 by the user (`spec.sftp.hostKey`, `--host-key`), else trusted on first use and recorded: the
 mover that first connects reports it, and every later attempt pins it.
+
+The SFTP download (the seed's "Downloading your database dump") asks `request_sftp_access`
+again once the request is `done`, with the key pair already stored (`SFTP download grant`,
+kept apart from the upload's), and the same host key record applies.
 """
 
 from __future__ import annotations
@@ -40,12 +44,14 @@ class SftpGrant:
     def __repr__(self) -> str:
         return f"SftpGrant(host={self.access.hostname}:{self.access.port})"
 
-    def secret_values(self) -> dict[str, str]:
-        """The grant as request Secret values."""
+    def secret_values(self, *, download: bool = False) -> dict[str, str]:
+        """The grant as request Secret values (`download`: the grant asked once done)."""
         return {
             keys.SSH_PRIVATE_KEY: self.keypair.private_pem,
             keys.SSH_PUBLIC_KEY: self.keypair.public_line,
-            keys.SFTP_ACCESS: json.dumps(self.access.to_json()),
+            keys.SFTP_DOWNLOAD_ACCESS if download else keys.SFTP_ACCESS: json.dumps(
+                self.access.to_json()
+            ),
         }
 
 

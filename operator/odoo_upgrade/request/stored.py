@@ -31,6 +31,7 @@ class StoredRequest:
     ssh_public_key: str | None = None
     sftp_access: SftpAccess | None = None
     sftp_host_key: str | None = None
+    sftp_download_access: SftpAccess | None = None  # the SFTP download grant (request done)
 
     def __repr__(self) -> str:  # secrets stay out of tracebacks and logs
         return f"StoredRequest(request_id={self.request_id})"
@@ -46,19 +47,15 @@ class StoredRequest:
         if not secret:
             raise StoredRequestUnreadable(f"no '{keys.KEY}' or '{keys.TOKEN}'")
         register_secret(secret, values.get(keys.SSH_PRIVATE_KEY))
-        access_text = values.get(keys.SFTP_ACCESS)
-        try:
-            access = SftpAccess.from_json(json.loads(access_text)) if access_text else None
-        except (ValueError, KeyError, TypeError):
-            access = None
         return cls(
             request_id=request_id,
             key=secret,
             assigned_host=_optional(values, keys.ASSIGNED_HOST),
             ssh_private_key=values.get(keys.SSH_PRIVATE_KEY) or None,
             ssh_public_key=_optional(values, keys.SSH_PUBLIC_KEY),
-            sftp_access=access,
+            sftp_access=_access(values, keys.SFTP_ACCESS),
             sftp_host_key=_optional(values, keys.SFTP_HOST_KEY),
+            sftp_download_access=_access(values, keys.SFTP_DOWNLOAD_ACCESS),
         )
 
     @classmethod
@@ -67,7 +64,7 @@ class StoredRequest:
         values: dict[str, str] = {}
         for name in (keys.REQUEST_ID, keys.KEY, keys.TOKEN, keys.ASSIGNED_HOST,
                      keys.SSH_PRIVATE_KEY, keys.SSH_PUBLIC_KEY, keys.SFTP_ACCESS,
-                     keys.SFTP_HOST_KEY):  # fmt: skip
+                     keys.SFTP_HOST_KEY, keys.SFTP_DOWNLOAD_ACCESS):  # fmt: skip
             path = directory / name
             try:
                 values[name] = path.read_text()
@@ -76,6 +73,15 @@ class StoredRequest:
             except OSError as exc:
                 raise StoredRequestUnreadable(f"{path} unreadable ({type(exc).__name__})") from None
         return cls.from_values(values)
+
+
+def _access(values: Mapping[str, str], name: str) -> SftpAccess | None:
+    """A stored `request_sftp_access` answer; None when absent or unreadable."""
+    text = values.get(name)
+    try:
+        return SftpAccess.from_json(json.loads(text)) if text else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _optional(values: Mapping[str, str], name: str) -> str | None:

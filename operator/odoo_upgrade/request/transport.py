@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from odoo_upgrade.request.platform import PlatformApi
+from odoo_upgrade.request.upgraded import UpgradedFormat
 
 # Above this size `auto` picks SFTP: a broken HTTPS upload restarts from zero, SFTP resumes.
 DEFAULT_SFTP_THRESHOLD_BYTES = 1024**3
@@ -56,5 +57,22 @@ def choose_transport(
     if requested != Transport.AUTO:
         return Transport(requested)
     if size > threshold and sftp_available:
+        return Transport.SFTP
+    return Transport.HTTPS
+
+
+def download_transport(
+    requested: str, fmt: str, uploaded_over: str | None, *, api: str = PlatformApi.DATABASE_V1
+) -> Transport:
+    """How the upgraded dump comes back: rsync on upgrade/request; on v1 the archive over SFTP
+    when `sftp` was asked, or `auto` sent the dump over SFTP (it was above the threshold), else
+    HTTPS. The SQL stream is HTTPS only: SFTP serves the archive (`upgraded_<filename>`)."""
+    if api == PlatformApi.UPGRADE_REQUEST:
+        return Transport.RSYNC
+    if fmt != UpgradedFormat.ARCHIVE:
+        return Transport.HTTPS
+    if requested == Transport.SFTP or (
+        requested == Transport.AUTO and uploaded_over == Transport.SFTP
+    ):
         return Transport.SFTP
     return Transport.HTTPS

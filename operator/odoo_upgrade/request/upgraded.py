@@ -40,6 +40,11 @@ def upgraded_url(request: UpgradeRequest, fmt: str) -> str | None:
     return request.upgraded_dump_url
 
 
+def upgraded_sftp_name(shared_file: str) -> str:
+    """The name the SFTP server gives the upgraded archive once done (`get upgraded_<file>`)."""
+    return f"upgraded_{shared_file}"
+
+
 @dataclass(frozen=True)
 class UpgradedParts:
     """Where a restore reads from: the dump, and what is merged over the filestore copy."""
