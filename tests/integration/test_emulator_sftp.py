@@ -132,10 +132,24 @@ def test_upgraded_file_is_readable_once_done(make_emulator: Any, client_key: Pat
     grant_sftp(emu, request, client_key)
     assert sorted(client.listdir("/")) == ["acme.dump", "upgraded_acme.dump"]
     with client.open("upgraded_acme.dump", "rb") as remote:
-        assert remote.read() == emu.upgraded_bytes(request["id"])
+        remote.seek(100)
+        assert remote.read() == emu.upgraded_bytes(request["id"])[100:]
     with pytest.raises(PermissionError):
         client.open("upgraded_acme.dump", "wb")
     client.close()
+    # Each transfer is in the call log, as API calls are: what moved, from where.
+    size = len(emu.upgraded_bytes(request["id"]))
+    transfers = [
+        {k: c[k] for k in ("method", "request", "file", "bytes", "from")}
+        for c in emu.calls()
+        if c["method"].startswith("sftp-")
+    ]
+    assert transfers == [
+        {"method": "sftp-put", "request": request["id"], "file": "acme.dump", "bytes": 20_000,
+         "from": 0},
+        {"method": "sftp-get", "request": request["id"], "file": "upgraded_acme.dump",
+         "bytes": size - 100, "from": 100},
+    ]  # fmt: skip
 
 
 def test_host_key_is_kept_across_restarts(emulator: RunningEmulator) -> None:

@@ -62,10 +62,10 @@ async def serve(config: EmulatorConfig) -> None:
     store = RequestStore(config.data_dir, config.process_seconds)
     faults = FaultInjector(config)
     host_key = load_or_create_host_key(config.data_dir)
-    sftp = SftpServer(config.host, config.sftp_port, host_key, store, faults)
+    calls = CallLog(config.data_dir)
+    sftp = SftpServer(config.host, config.sftp_port, host_key, store, faults, calls)
     api = PlatformApi(config, store, public_base=config.base_url())
     api.sftp_port = sftp.port
-    calls = CallLog(config.data_dir)
     app = build_app(api, faults, calls)
     windows = TransferWindows(
         bind_host=config.host,

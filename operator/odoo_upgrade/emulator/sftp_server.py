@@ -4,6 +4,9 @@ User `user_<id>` logs in with a key sent through `request_sftp_access`. Only the
 `shared_file` is visible; it is writable while the request is a draft (OpenSSH `put -a` resumes
 by writing at the remote size), and `upgraded_<filename>` becomes readable once done. No other
 file can be created, renamed or removed. Runs in threads beside the aiohttp loop.
+
+Each open file that moved bytes is recorded in calls.jsonl when closed, as `sftp-get` or
+`sftp-put` with the file name, the bytes moved and the first offset (a resume starts past 0).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from paramiko.common import (
 )
 from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_PERMISSION_DENIED
 
+from odoo_upgrade.emulator.calls import CallLog
 from odoo_upgrade.emulator.faults import FaultInjector
 from odoo_upgrade.emulator.store import RequestRecord, RequestStore
 
@@ -41,10 +45,17 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 class SftpConnection(paramiko.ServerInterface):
     """One SSH connection: authenticates `user_<id>` against that request's submitted keys."""
 
-    def __init__(self, store: RequestStore, faults: FaultInjector, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        store: RequestStore,
+        faults: FaultInjector,
+        sock: socket.socket,
+        calls: CallLog | None = None,
+    ) -> None:
         self.store = store
         self.faults = faults
         self.sock = sock
+        self.calls = calls
         self.request_id: int | None = None
         # Once cut, requests already buffered from the client must not be served any more.
         self.was_cut = False
@@ -85,6 +96,8 @@ class SharedFileHandle(SFTPHandle):
         self.name = name
         self.transfer = transfer
         self.moved = 0
+        self.first_offset: int | None = None  # where the client started reading or writing
+        self.writing = bool(flags & _WRITE_FLAGS)
 
     def _over_drop_point(self, size: int) -> int | None:
         """Bytes still allowed before this connection must be cut, or None (never cut)."""
@@ -107,6 +120,7 @@ class SharedFileHandle(SFTPHandle):
             return SFTP_FAILURE
         allowed = self._over_drop_point(len(data))
         chunk = data if allowed is None else data[:allowed]
+        self._note_offset(offset)
         os.pwrite(self.fd, chunk, offset)
         self.moved += len(chunk)
         self.connection.faults.pace_blocking(len(chunk))
@@ -116,6 +130,7 @@ class SharedFileHandle(SFTPHandle):
         if self.connection.was_cut:
             return SFTP_FAILURE
         data = os.pread(self.fd, length, offset)
+        self._note_offset(offset)
         allowed = self._over_drop_point(len(data))
         if allowed is not None:
             return self._cut()
@@ -130,9 +145,18 @@ class SharedFileHandle(SFTPHandle):
     def chattr(self, attr: SFTPAttributes) -> int:
         return SFTP_OK  # times and modes are not kept; accepting keeps clients happy
 
+    def _note_offset(self, offset: int) -> None:
+        if self.first_offset is None or offset < self.first_offset:
+            self.first_offset = offset
+
     def close(self) -> None:
         os.close(self.fd)
         super().close()
+        calls, request_id = self.connection.calls, self.connection.request_id
+        if calls is not None and self.first_offset is not None:
+            method = "sftp-put" if self.writing else "sftp-get"
+            extra = {"file": self.name, "bytes": self.moved, "from": self.first_offset}
+            calls.record(method, request_id, 200, {"failures": []}, extra=extra)
 
 
 class SharedFileSftp(SFTPServerInterface):
@@ -254,10 +278,12 @@ class SftpServer:
         host_key: paramiko.PKey,
         store: RequestStore,
         faults: FaultInjector,
+        calls: CallLog | None = None,
     ) -> None:
         self.host_key = host_key
         self.store = store
         self.faults = faults
+        self.calls = calls
         self.listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind((host, port))
@@ -286,7 +312,7 @@ class SftpServer:
         transport = paramiko.Transport(sock)
         transport.add_server_key(self.host_key)
         transport.set_subsystem_handler("sftp", SFTPServer, SharedFileSftp)
-        connection = SftpConnection(self.store, self.faults, sock)
+        connection = SftpConnection(self.store, self.faults, sock, self.calls)
         try:
             transport.start_server(server=connection)
         except (paramiko.SSHException, EOFError, OSError) as error:
