@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from odoo_upgrade.request.progress import ProgressLine, parse_progress_line
 from odoo_upgrade.transfer import generate_ssh_keypair
 from tests.support.emulator import RunningEmulator, sample_dump_bytes
 
@@ -207,6 +208,95 @@ def download_args(emulator: RunningEmulator, directory: Path, destination: Path,
     ]  # fmt: skip
 
 
+def mounted_request(
+    tmp_path: Path, emulator: RunningEmulator, request: dict[str, Any], transport: str, **extra: str
+) -> tuple[Path, list[str]]:
+    """The request Secret as the operator leaves it for a download over `transport` (for SFTP:
+    access granted again once done, the host key recorded); the mover's transport flags."""
+    if transport == "https":
+        return request_dir(tmp_path, request, **extra), []
+    keys = generate_ssh_keypair()
+    answer = emulator.api(
+        "request_sftp_access",
+        http_method="POST",
+        request=request["id"],
+        key=request["key"],
+        ssh_keys=keys.public_line,
+    )
+    assert not answer["failures"], answer
+    values = {
+        "ssh_privatekey": keys.private_pem,
+        "ssh_publickey": keys.public_line,
+        "sftp_download_access": json.dumps(answer["request"]),
+        "sftp_host_key": emulator.host_key_line(),
+        **extra,
+    }
+    return request_dir(tmp_path, request, **{k: v for k, v in values.items() if v}), [
+        "--transport",
+        "sftp",
+    ]
+
+
+def sftp_gets(emulator: RunningEmulator, request: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in emulator.calls("sftp-get") if c["request"] == request["id"]]
+
+
+@pytest.mark.parametrize("recorded", ["pinned", "first-use"])
+def test_download_over_sftp_gets_the_upgraded_file_with_the_download_grant(
+    emulator: RunningEmulator, tmp_path: Path, recorded: str
+) -> None:
+    request = done_request(emulator)
+    host_key = {"sftp_host_key": ""} if recorded == "first-use" else {}
+    directory, flags = mounted_request(tmp_path, emulator, request, "sftp", **host_key)
+    destination = tmp_path / "destination" / "acme-18.dump"
+    log = tmp_path / "termination-log"
+    done = mover(*download_args(emulator, directory, destination, log, *flags))
+    assert done.returncode == 0, done.stderr
+    upgraded = emulator.upgraded_bytes(request["id"])
+    assert destination.read_bytes() == upgraded
+    result = termination(log)
+    assert result["transport"] == "sftp" and result["bytes"] == len(upgraded)
+    assert result["sha256"] == hashlib.sha256(upgraded).hexdigest()
+    # Trusted on first use, the key is reported for the operator to record; pinned, not again.
+    assert result.get("hostKey") == (emulator.host_key_line() if recorded == "first-use" else None)
+    assert [(c["file"], c["bytes"]) for c in sftp_gets(emulator, request)] == [
+        ("upgraded_acme.dump", len(upgraded))
+    ]
+    # The last progress line, as the operator reads it from the pod's log.
+    assert parse_progress_line(done.stdout) == ProgressLine(
+        "download", len(upgraded), len(upgraded)
+    )
+    private = (directory / "ssh-privatekey").read_text().splitlines()[1]
+    assert private not in done.stdout + done.stderr + log.read_text()
+
+
+def test_sftp_download_of_the_sql_stream_is_refused_naming_both_flags(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    request = done_request(emulator)
+    directory, flags = mounted_request(tmp_path, emulator, request, "sftp")
+    log = tmp_path / "termination-log"
+    destination = tmp_path / "acme-18.sql"
+    done = mover(*download_args(emulator, directory, destination, log, *flags, "--format", "sql"))
+    assert done.returncode == 2
+    result = termination(log)
+    assert result["reason"] == "TransportNotOffered" and not result["transient"]
+    assert "--transport sftp" in result["error"] and "--format sql" in result["error"]
+    assert not destination.exists() and sftp_gets(emulator, request) == []
+
+
+def test_sftp_download_without_the_download_grant_fails_naming_the_secret_key(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    request = done_request(emulator)
+    directory, flags = mounted_request(tmp_path, emulator, request, "sftp", sftp_download_access="")
+    log = tmp_path / "termination-log"
+    done = mover(*download_args(emulator, directory, tmp_path / "out.dump", log, *flags))
+    assert done.returncode == 2
+    result = termination(log)
+    assert result["reason"] == "SftpAccessMissing" and "sftp-download-access" in result["error"]
+
+
 FOREIGN_ORIGINS = {
     # Left by a mover or CLI that recorded no origin (before bindings existed).
     "unbound": None,
@@ -220,11 +310,13 @@ FOREIGN_ORIGINS = {
 }
 
 
+@pytest.mark.parametrize("transport", ["https", "sftp"])
 @pytest.mark.parametrize("left", FOREIGN_ORIGINS, ids=list(FOREIGN_ORIGINS))
 def test_download_never_splices_a_foreign_part_into_the_published_dump(
-    emulator: RunningEmulator, tmp_path: Path, left: str
+    emulator: RunningEmulator, tmp_path: Path, left: str, transport: str
 ) -> None:
     request = done_request(emulator)
+    directory, flags = mounted_request(tmp_path, emulator, request, transport)
     upgraded = emulator.upgraded_bytes(request["id"])
     destination = tmp_path / "destination" / "acme-18.dump"
     destination.parent.mkdir()
@@ -235,7 +327,7 @@ def test_download_never_splices_a_foreign_part_into_the_published_dump(
     if origin is not None:
         destination.with_name(".acme-18.dump.part.json").write_text(json.dumps(origin))
     log = tmp_path / "termination-log"
-    done = mover(*download_args(emulator, request_dir(tmp_path, request), destination, log))
+    done = mover(*download_args(emulator, directory, destination, log, *flags))
     assert done.returncode == 0, done.stderr
     assert destination.read_bytes() == upgraded
     digest = hashlib.sha256(upgraded).hexdigest()
@@ -244,23 +336,24 @@ def test_download_never_splices_a_foreign_part_into_the_published_dump(
     assert not destination.with_name(".acme-18.dump.part").exists()
 
 
+@pytest.mark.parametrize("transport", ["https", "sftp"])
 @pytest.mark.parametrize("lost", ["result", "result-and-checksum"])
 def test_a_download_published_but_not_recorded_succeeds_on_the_next_attempt(
-    emulator: RunningEmulator, tmp_path: Path, lost: str
+    emulator: RunningEmulator, tmp_path: Path, lost: str, transport: str
 ) -> None:
     """The mover killed after the rename, before its result reached the operator (and, the
     worst case, before `<name>.sha256` was written): the next attempt finds its own file."""
     request = done_request(emulator)
-    directory = request_dir(tmp_path, request)
+    directory, flags = mounted_request(tmp_path, emulator, request, transport)
     destination = tmp_path / "acme-18.dump"
     first_log, second_log = tmp_path / "first-log", tmp_path / "second-log"
-    first = mover(*download_args(emulator, directory, destination, first_log))
+    first = mover(*download_args(emulator, directory, destination, first_log, *flags))
     assert first.returncode == 0, first.stderr
     checksum = destination.with_name("acme-18.dump.sha256")
     if lost == "result-and-checksum":
         checksum.unlink()
-    gets = len(emulator.calls("status"))
-    again = mover(*download_args(emulator, directory, destination, second_log))
+    gets = len(emulator.calls("status")), len(sftp_gets(emulator, request))
+    again = mover(*download_args(emulator, directory, destination, second_log, *flags))
     assert again.returncode == 0, again.stderr
     first_result, second_result = termination(first_log), termination(second_log)
     upgraded = emulator.upgraded_bytes(request["id"])
@@ -268,7 +361,9 @@ def test_a_download_published_but_not_recorded_succeeds_on_the_next_attempt(
     assert second_result["bytes"] == len(upgraded)
     assert destination.read_bytes() == upgraded
     assert checksum.read_text() == f"{first_result['sha256']}  acme-18.dump\n"
-    assert len(emulator.calls("status")) == gets  # recognised on disk, nothing asked again
+    assert second_result["transport"] == transport
+    # Recognised on disk: nothing asked of the platform again, no byte fetched again.
+    assert (len(emulator.calls("status")), len(sftp_gets(emulator, request))) == gets
 
 
 def test_a_destination_published_for_another_request_is_still_refused(
