@@ -261,6 +261,76 @@ async def test_sftp_upload_is_granted_access_and_pins_the_host_key_its_mover_saw
     assert (await run.to_the_end())["phase"] == "Succeeded"
 
 
+def download_args(run: Run) -> list[str]:
+    job = run.cluster.jobs[(NS, f"{NAME}-download")]
+    command: list[str] = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    return command
+
+
+def calls_of(run: Run, request_id: int) -> list[str]:
+    return [c["method"] for c in run.emulator.calls() if c["request"] == request_id]
+
+
+SFTP_DOWNLOADS = {
+    "sftp": {"transport": "sftp"},
+    # auto: the dump (128 KiB) above the threshold went over SFTP, and comes back so.
+    "auto-above-threshold": {"transport": "auto", "sftp": {"thresholdBytes": 1024}},
+}
+
+
+@pytest.mark.parametrize("case", SFTP_DOWNLOADS, ids=list(SFTP_DOWNLOADS))
+async def test_sftp_download_is_granted_again_once_done_and_gets_the_upgraded_file(
+    run: Run, case: str
+) -> None:
+    prepare(run, spec=spec_for(run.emulator, **SFTP_DOWNLOADS[case]))
+    await run.until(lambda s: "startedAt" in s.get("download", {}))
+    uploaded_with = dict(run.cluster.secret_values(NS, f"{NAME}-request"))
+    status = await run.to_the_end()
+    assert status["phase"] == "Succeeded", status
+    assert_delivered(run, V1, status)
+    request_id = status["requestId"]
+    upgraded = run.emulator.upgraded_bytes(request_id)
+    # Asked again once done (after `process`), with the key pair of the upload.
+    calls = calls_of(run, request_id)
+    assert calls.count("request_sftp_access") == 2
+    assert calls.index("process") < len(calls) - 1 - calls[::-1].index("request_sftp_access")
+    secret = run.cluster.secret_values(NS, f"{NAME}-request")
+    assert json.loads(secret["sftp-download-access"])["sftp_user"] == f"user_{request_id}"
+    for name in ("ssh-privatekey", "ssh-publickey", "sftp-access", "sftp-host-key"):
+        assert secret[name] == uploaded_with[name], name
+    assert "--transport" in (args := download_args(run))
+    assert args[args.index("--transport") + 1] == "sftp"
+    gets = [c for c in run.emulator.calls("sftp-get") if c["request"] == request_id]
+    assert [(c["file"], c["bytes"]) for c in gets] == [("upgraded_acme.dump", len(upgraded))]
+    assert status["upload"]["transport"] == status["download"]["transport"] == "sftp"
+    assert "SftpDownloadAccessGranted" in run.reasons
+    assert "over sftp" in next(m for _, r, m in run.events if r == "Downloaded")
+
+
+HTTPS_DOWNLOADS = {
+    "auto-below-threshold": {"transport": "auto"},  # 128 KiB under the default 1 GiB
+    "sftp-sql": {  # SFTP serves the archive only: the SQL stream comes over HTTPS
+        "transport": "sftp",
+        "destination": {"claimName": "backups", "path": "upgraded/acme-18.sql", "format": "sql"},
+    },
+}
+
+
+@pytest.mark.parametrize("case", HTTPS_DOWNLOADS, ids=list(HTTPS_DOWNLOADS))
+async def test_download_stays_https_below_the_threshold_and_for_the_sql_stream(
+    run: Run, case: str
+) -> None:
+    prepare(run, spec=spec_for(run.emulator, **HTTPS_DOWNLOADS[case]))
+    status = await run.to_the_end()
+    assert status["phase"] == "Succeeded", status
+    request_id = status["requestId"]
+    assert status["download"]["transport"] == "https"
+    assert "--transport" not in download_args(run)
+    assert calls_of(run, request_id).count("request_sftp_access") == 1  # the upload's only
+    assert "sftp-download-access" not in run.cluster.secret_values(NS, f"{NAME}-request")
+    assert [c for c in run.emulator.calls("sftp-get") if c["request"] == request_id] == []
+
+
 async def test_a_pinned_host_key_that_does_not_match_fails_before_a_byte_is_sent(
     run: Run,
 ) -> None:

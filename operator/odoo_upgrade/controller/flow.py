@@ -59,9 +59,11 @@ from odoo_upgrade.request.platform import (
 )
 from odoo_upgrade.request.progress import format_bytes
 from odoo_upgrade.request.sftp_grant import grant_sftp_access
+from odoo_upgrade.request.ssh_keys import SshKeyPair
 from odoo_upgrade.request.states import StateClass, failure_report
 from odoo_upgrade.request.steps import Progress, Step, next_step
 from odoo_upgrade.request.stored import StoredRequest
+from odoo_upgrade.request.transport import Transport, download_transport
 
 logger = logging.getLogger(__name__)
 
@@ -468,8 +470,13 @@ async def read_platform_log(
 
 
 async def download_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
-    """The download Job writes the upgraded dump into the destination PVC (never over a file)."""
+    """The download Job writes the upgraded dump into the destination PVC (never over a file);
+    over SFTP (access granted again now that the request is done) when the upload went so."""
     await stored_request(upgrade)
+    uploaded_over = (upgrade.status.get("upload") or {}).get("transport")
+    transport = download_transport(
+        spec.transport, spec.destination_format, uploaded_over, api=spec.platform_api
+    )
 
     async def downloaded(result: MoverResult) -> StepResult:
         metrics.BYTES_MOVED.labels(direction="download").inc(result.bytes or 0)
@@ -482,6 +489,7 @@ async def download_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
             )
         else:
             shown = downloaded_status(result, spec.destination.path)
+            message += f" over {shown['transport']}"
         await upgrade.patch_status(
             download=shown,
             conditions=[(cond.DOWNLOADED, cond.TRUE, "Downloaded", message)],
@@ -491,16 +499,47 @@ async def download_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
         upgrade.event("Normal", "Downloaded", message)
         return NOW
 
-    async def validate() -> None:
+    async def prepare() -> None:
         await validate_prerequisites(upgrade, spec)
+        if transport is Transport.SFTP:
+            await grant_sftp_download(upgrade, spec)
 
     return await drive_mover(
         upgrade,
         spec,
         DOWNLOAD,
         downloaded,
-        started={"path": spec.destination.path},
-        before_start=validate,
+        started={"path": spec.destination.path, "transport": transport.value},
+        before_start=prepare,
+        transport=transport,
+    )
+
+
+async def grant_sftp_download(upgrade: Upgrade, spec: UpgradeSpec) -> None:
+    """The SFTP download grant: `request_sftp_access` again now that the request is done,
+    with the key pair the Secret holds (a new one if it has none), stored once."""
+    stored = await stored_request(upgrade)
+    if stored.sftp_download_access is not None:
+        return
+    keypair = None
+    if stored.ssh_private_key and stored.ssh_public_key:
+        keypair = SshKeyPair(stored.ssh_private_key, stored.ssh_public_key)
+    grant = await upgrade.platform_call(
+        spec,
+        "request_sftp_access",
+        lambda p: grant_sftp_access(as_v1(p), stored.request_id, stored.key, keypair),
+    )
+    values = grant.secret_values(download=True)
+    if spec.sftp_host_key:  # the mover pins exactly this key
+        values[secret_keys.SFTP_HOST_KEY] = spec.sftp_host_key
+    await upgrade.write_secret(values)
+    how = "trusted on first use"
+    if spec.sftp_host_key or stored.sftp_host_key:
+        how = "pinned" if spec.sftp_host_key else "as recorded at the upload"
+    upgrade.event(
+        "Normal",
+        "SftpDownloadAccessGranted",
+        f"SFTP access granted again for the download (host key {how})",
     )
 
 

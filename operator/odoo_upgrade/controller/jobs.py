@@ -224,8 +224,13 @@ def _deadline() -> dict[str, Any]:
     return {"activeDeadlineSeconds": seconds} if seconds else {}
 
 
-def mover_job_spec(owner: Owner, spec: UpgradeSpec, direction: Direction) -> dict[str, Any]:
-    """The Job of one mover direction (one contract for all: docs/INTERNALS.md)."""
+def mover_job_spec(
+    owner: Owner, spec: UpgradeSpec, direction: Direction, *, transport: Transport | None = None
+) -> dict[str, Any]:
+    """The Job of one mover direction (one contract for all: docs/INTERNALS.md); `transport`:
+    how the download goes, where the flow chose it (`request.transport.download_transport`)."""
+    if direction is Direction.DOWNLOAD and transport is not None:
+        return download_job_spec(owner, spec, transport)
     builders = {
         Direction.UPLOAD: upload_job_spec,
         Direction.DOWNLOAD: download_job_spec,
@@ -289,8 +294,12 @@ def upload_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
     return _job(owner, upload_job_name(owner.name), args, [volume], [mount], env=TRANSFER_ENV)
 
 
-def download_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
-    """The download Job: destination PVC read-write, request Secret, `mover download`."""
+def download_job_spec(
+    owner: Owner, spec: UpgradeSpec, transport: Transport = Transport.HTTPS
+) -> dict[str, Any]:
+    """The download Job: destination PVC read-write, request Secret, `mover download`
+    (`--transport sftp` when the archive comes back over SFTP; HTTPS is the mover's default)."""
+    over_sftp = transport is Transport.SFTP and spec.platform_api == PlatformApi.DATABASE_V1
     args = [
         "download",
         "--platform-url",
@@ -301,6 +310,7 @@ def download_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
         posixpath.join(DESTINATION_MOUNT, spec.destination.path),
         "--format",
         spec.destination_format,
+        *(["--transport", Transport.SFTP.value] if over_sftp else []),
         *api_args(spec),
         "--termination-log",
         TERMINATION_LOG,

@@ -30,6 +30,7 @@ from odoo_upgrade.request.mover_result import (
     MoverResult,
 )
 from odoo_upgrade.request.progress import progress_text
+from odoo_upgrade.request.transport import Transport
 
 
 @dataclass(frozen=True)
@@ -90,14 +91,16 @@ async def drive_mover(
     started: dict[str, Any],
     before_start: Callable[[], Awaitable[None]] | None = None,
     on_failure: OnFailure | None = None,
+    transport: Transport | None = None,
 ) -> StepResult:
-    """Start, watch or conclude the step's mover Job (`started`: status fields at start)."""
+    """Start, watch or conclude the step's mover Job (`started`: status fields at start;
+    `transport`: the one the flow chose for the Job, where it chooses)."""
     mover = await upgrade.movers.find(step.direction)
     if mover is None:
         if before_start is not None:
             await before_start()
         upgrade.job_looks = 0
-        if await upgrade.movers.start(spec, step.direction):
+        if await upgrade.movers.start(spec, step.direction, transport=transport):
             name = upgrade.movers.name(step.direction)
             message = f'{step.direction.value} Job "{name}" started'
             shown = [(step.condition, cond.UNKNOWN, step.verb.capitalize(), message)]

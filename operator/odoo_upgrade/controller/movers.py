@@ -27,6 +27,7 @@ from odoo_upgrade.controller.secret_store import owned_by
 from odoo_upgrade.controller.spec import UpgradeSpec
 from odoo_upgrade.request.mover_result import NO_RESULT_YET, Direction, MoverResult
 from odoo_upgrade.request.progress import ProgressLine, parse_progress_line
+from odoo_upgrade.request.transport import Transport
 
 
 class JobConflict(Exception):
@@ -88,11 +89,14 @@ class MoverJobs:
         pods = await self.kube.list_job_pods(self.owner.namespace, uid) if uid else []
         return MoverJob(direction, job, pods)
 
-    async def start(self, spec: UpgradeSpec, direction: Direction) -> bool:
+    async def start(
+        self, spec: UpgradeSpec, direction: Direction, *, transport: Transport | None = None
+    ) -> bool:
         """Create the Job; False when it exists already (created by an earlier pass)."""
         try:
             await self.kube.create_job(
-                self.owner.namespace, mover_job_spec(self.owner, spec, direction)
+                self.owner.namespace,
+                mover_job_spec(self.owner, spec, direction, transport=transport),
             )
         except AlreadyExists:
             return False

@@ -69,6 +69,7 @@ def downloaded_status(result: MoverResult, path: str) -> dict[str, Any]:
     """`.status.download` once the mover reported success (the path inside the volume)."""
     return {
         "path": path,
+        "transport": result.transport or "https",
         "bytes": result.bytes or 0,
         "sha256": result.sha256,
         "completedAt": cond.now_rfc3339(),
