@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from odoo_upgrade.platform.client import PlatformClient
     from odoo_upgrade.request.platform import Platform, RequestRef
     from odoo_upgrade.runstate import RunState
-    from odoo_upgrade.transfer import TransferResult
+    from odoo_upgrade.transfer import DownloadBinding, TransferResult
 
 T = TypeVar("T")
 
@@ -526,6 +526,8 @@ def print_run_summary(data: dict[str, Any]) -> None:
         return "-" if value is None else f"{format_bytes(value)} ({value} bytes)"
 
     downloaded = size(data["bytes_downloaded"])
+    if data.get("download_transport"):
+        downloaded += f" over {data['download_transport']}"
     if data.get("files") is not None:
         downloaded += f", {data['files']} files checked by {data['sha256_file']}"
     rows = [
@@ -910,6 +912,19 @@ def status(
     default="archive",
     show_default=True,
 )
+@click.option(
+    "--transport",
+    type=click.Choice(["https", "sftp"]),
+    default="https",
+    show_default=True,
+    help="sftp: a fresh SSH key pair is let in with request_sftp_access (the request is done) "
+    "and upgraded_<filename> fetched; the archive only.",
+)
+@click.option(
+    "--host-key",
+    help="With --transport sftp: the expected host key (`ssh-ed25519 AAAA…`); default: trust "
+    "the key seen first.",
+)
 @json_option
 @progress_option
 @click.pass_context
@@ -919,39 +934,82 @@ def download(
     key_file: Path | None,
     output: Path,
     fmt: str,
+    transport: str,
+    host_key: str | None,
     json_output: bool,
     no_progress: bool,
 ) -> None:
     """Download the upgraded dump of a finished request.
 
-    A partial download left by an interrupted run is resumed.
+    A partial download left by an interrupted run of this request is resumed.
     """
     with exit_on_errors(json_output=json_output):
         from odoo_upgrade.progress import TransferProgress
         from odoo_upgrade.runflow import UpgradeInvalid
-        from odoo_upgrade.transfer import download_https
+        from odoo_upgrade.transfer import DownloadBinding, download_https
 
         key = request_key(key_file)
+        if transport == "sftp" and fmt != "archive":
+            raise UsageProblem(
+                f"--transport sftp downloads the archive only (upgraded_<filename>); --format "
+                f"{fmt} is downloaded over https"
+            )
         if output.exists():
             raise UsageProblem(f"--output {output} exists already; it is never overwritten")
-        request = run_async(
-            with_client(platform_url(ctx), lambda client: client.status(request_id, key))
-        )
+        url = platform_url(ctx)
+        request = run_async(with_client(url, lambda client: client.status(request_id, key)))
         if request.state == "invalid":
             raise UpgradeInvalid(request_id, request.customer_message)
         if not request.succeeded:
             raise click.ClickException(
                 f"request {request_id} is `{request.state}`: nothing to download yet"
             )
-        from odoo_upgrade.request.upgraded import upgraded_url
-
-        url = upgraded_url(request, fmt)
-        if not url:
-            raise click.ClickException(f"the platform offers no {fmt} download for {request_id}")
         progress = TransferProgress("download", enabled=not no_progress)
-        result = run_async(download_https(url, output, progress=progress))
+        binding = DownloadBinding(str(request_id))
+        if transport == "sftp":
+            result = run_async(
+                download_sftp_step(url, request_id, key, output, host_key, binding, progress)
+            )
+        else:
+            from odoo_upgrade.request.upgraded import upgraded_url
+
+            dump_url = upgraded_url(request, fmt)
+            if not dump_url:
+                raise click.ClickException(
+                    f"the platform offers no {fmt} download for {request_id}"
+                )
+            result = run_async(download_https(dump_url, output, progress=progress, binding=binding))
         progress.finish()
-        print_transfer(result, json_output, output=str(output))
+        print_transfer(result, json_output, output=str(output), transport=transport)
+
+
+async def download_sftp_step(
+    url: str,
+    request_id: int,
+    key: str,
+    output: Path,
+    host_key: str | None,
+    binding: DownloadBinding,
+    progress: Callable[[int, int | None], None],
+) -> TransferResult:
+    from odoo_upgrade.request.sftp_grant import grant_sftp_access, host_key_check
+    from odoo_upgrade.request.upgraded import upgraded_sftp_name
+    from odoo_upgrade.runflow import run_in_daemon_thread
+    from odoo_upgrade.transfer import download_sftp
+
+    grant = await with_client(url, lambda client: grant_sftp_access(client, request_id, key))
+    check = host_key_check(host_key, None, accept_first_host_key)
+    return await run_in_daemon_thread(
+        lambda: download_sftp(
+            grant.access,
+            grant.keypair.private_pem,
+            upgraded_sftp_name(grant.access.shared_file),
+            output,
+            host_key=check,
+            binding=binding,
+            progress=progress,
+        )
+    )
 
 
 def print_platform_status(state: RunState, json_output: bool) -> None:

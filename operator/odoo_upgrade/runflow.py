@@ -44,8 +44,19 @@ from odoo_upgrade.request.ssh_keys import SshKeyPair, generate_ssh_keypair
 from odoo_upgrade.request.states import StateClass
 from odoo_upgrade.request.steps import Progress, next_step
 from odoo_upgrade.request.steps import Step as FlowStep
-from odoo_upgrade.request.transport import choose_transport, transport_fits, transports_of
-from odoo_upgrade.request.upgraded import SHA256SUMS, upgraded_parts, upgraded_url
+from odoo_upgrade.request.transport import (
+    Transport,
+    choose_transport,
+    download_transport,
+    transport_fits,
+    transports_of,
+)
+from odoo_upgrade.request.upgraded import (
+    SHA256SUMS,
+    upgraded_parts,
+    upgraded_sftp_name,
+    upgraded_url,
+)
 from odoo_upgrade.run_database import (
     DatabaseOptions,
     dump_source,
@@ -64,8 +75,12 @@ from odoo_upgrade.runstate import (
 from odoo_upgrade.runstate import Step as Reached
 from odoo_upgrade.transfer import (
     DestinationExists,
+    DownloadBinding,
+    HostKeyCheck,
     TransferResult,
     download_https,
+    download_sftp,
+    published_download,
     upload_https,
     upload_sftp,
 )
@@ -136,11 +151,14 @@ class RunSummary:
     database: dict[str, Any] | None = None  # what was dumped and restored, with --database
     api: str = PlatformApi.DATABASE_V1
     files: int | None = None  # upgrade-request: files downloaded (SHA256SUMS aside)
+    download_transport: str | None = None  # how the upgraded dump came back
 
     def to_json(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"database": self.database} if self.database is not None else {}
         if self.files is not None:
             extra["files"] = self.files
+        if self.download_transport is not None:
+            extra["download_transport"] = self.download_transport
         return {
             **extra,
             "request_id": self.request_id,
@@ -268,6 +286,7 @@ async def _run_locked(options: RunOptions, say: Say) -> RunSummary:
         database=database_summary(state) if options.databases is not None else None,
         api=state.api,
         files=state.download_files,
+        download_transport=state.download_transport,
     )
 
 
@@ -595,25 +614,35 @@ async def upload_over_sftp(
     client: DatabaseV1, state: RunState, options: RunOptions, progress: TransferProgress
 ) -> TransferResult:
     """SFTP upload with a key pair kept in the state file, so a rerun resumes as the same user."""
+    keypair = state_keypair(state, options)
+    grant = await grant_sftp_access(client, state.request_id, state.key, keypair)
+    check = recorded_host_key_check(state, options)
+    return await run_in_daemon_thread(
+        lambda: upload_sftp(
+            grant.access, keypair.private_pem, options.dump, host_key=check, progress=progress
+        )
+    )
+
+
+def state_keypair(state: RunState, options: RunOptions) -> SshKeyPair:
+    """The SFTP key pair of the state file (made and saved on first need)."""
     if state.ssh_private_key is None or state.ssh_public_key is None:
         pair = generate_ssh_keypair()
         state.ssh_private_key, state.ssh_public_key = pair.private_pem, pair.public_line
         register_secret(state.ssh_private_key)
         save_state(options.state_file, state)
-    keypair = SshKeyPair(state.ssh_private_key, state.ssh_public_key)
-    grant = await grant_sftp_access(client, state.request_id, state.key, keypair)
+    return SshKeyPair(state.ssh_private_key, state.ssh_public_key)
+
+
+def recorded_host_key_check(state: RunState, options: RunOptions) -> HostKeyCheck:
+    """The host key recorded in the state file; else trust on first use and record it."""
 
     def record_host_key(line: str) -> None:
         # Trust on first use, then pinned for every later attempt and rerun.
         state.sftp_host_key = line
         save_state(options.state_file, state)
 
-    check = host_key_check(None, state.sftp_host_key, record_host_key)
-    return await run_in_daemon_thread(
-        lambda: upload_sftp(
-            grant.access, keypair.private_pem, options.dump, host_key=check, progress=progress
-        )
-    )
+    return host_key_check(None, state.sftp_host_key, record_host_key)
 
 
 async def start_processing(
@@ -662,30 +691,69 @@ async def download_upgraded_dump(
     platform: Platform, state: RunState, options: RunOptions, say: Say
 ) -> None:
     """Step 5: download with resume to a temp file (a temporary directory), verify, rename;
-    `<output>.sha256` beside it (`SHA256SUMS` inside it)."""
+    `<output>.sha256` beside it (`SHA256SUMS` inside it). The archive comes back over SFTP
+    when the dump went so; only this request's bytes are resumed (`DownloadBinding`)."""
     if state.api == PlatformApi.UPGRADE_REQUEST:
         await download_upgraded_set(as_upgrade_request(platform), state, options, say)
         return
     output = Path(state.output) if state.output else options.output
+    binding = DownloadBinding(str(state.request_id))
+    transport = download_transport(state.transport, options.format, state.transport)
     if output.exists():
-        digest = await asyncio.to_thread(matching_sidecar_digest, output)
+        published = await asyncio.to_thread(published_download, output, binding)
+        digest = published.sha256 if published else None
+        if digest is None:
+            digest = await asyncio.to_thread(matching_sidecar_digest, output)
         if digest is None:
             raise DestinationExists(
                 f"{output} exists already and is not the download of request "
                 f"{state.request_id}; it is never overwritten (move it away and rerun)"
             )
         # A crash between the rename and the state file update: the download is complete.
-        record_download(state, options, output.stat().st_size, digest)
+        record_download(state, options, output.stat().st_size, digest, transport=transport)
         return
-    request = await as_v1(platform).request(ref_of(state))
-    url = upgraded_url(request, options.format)
-    if not url:
-        raise UpgradeInvalid(state.request_id, f"the platform offers no {options.format} download")
-    say(f"downloading the upgraded dump ({options.format}) to {output}")
+    say(f"downloading the upgraded dump ({options.format}) over {transport} to {output}")
     progress = TransferProgress("download", enabled=options.show_progress)
-    result = await download_https(url, output, progress=progress)
+    if transport is Transport.SFTP:
+        result = await download_over_sftp(
+            as_v1(platform), state, options, output, binding, progress
+        )
+    else:
+        request = await as_v1(platform).request(ref_of(state))
+        url = upgraded_url(request, options.format)
+        if not url:
+            raise UpgradeInvalid(
+                state.request_id, f"the platform offers no {options.format} download"
+            )
+        result = await download_https(url, output, progress=progress, binding=binding)
     progress.finish()
-    record_download(state, options, result.bytes, result.sha256)
+    record_download(state, options, result.bytes, result.sha256, transport=transport)
+
+
+async def download_over_sftp(
+    client: DatabaseV1,
+    state: RunState,
+    options: RunOptions,
+    output: Path,
+    binding: DownloadBinding,
+    progress: TransferProgress,
+) -> TransferResult:
+    """`get upgraded_<filename>`: SFTP access asked again now that the request is done, with
+    the state file's key pair, the host key pinned as recorded at the upload."""
+    keypair = state_keypair(state, options)
+    grant = await grant_sftp_access(client, state.request_id, state.key, keypair)
+    check = recorded_host_key_check(state, options)
+    return await run_in_daemon_thread(
+        lambda: download_sftp(
+            grant.access,
+            keypair.private_pem,
+            upgraded_sftp_name(grant.access.shared_file),
+            output,
+            host_key=check,
+            binding=binding,
+            progress=progress,
+        )
+    )
 
 
 async def download_upgraded_set(
@@ -703,7 +771,15 @@ async def download_upgraded_set(
             )
         # A crash between the rename and the state file update: the download is complete.
         size, digest, files = checked
-        record_download(state, options, size, digest, files=files, dump=state.download_dump)
+        record_download(
+            state,
+            options,
+            size,
+            digest,
+            files=files,
+            dump=state.download_dump,
+            transport=Transport.RSYNC,
+        )
         return
     say(f"downloading the upgraded set to {output}/")
     progress = TransferProgress("download", enabled=options.show_progress)
@@ -716,7 +792,15 @@ async def download_upgraded_set(
     )
     progress.finish()
     dump = got.dump_path.relative_to(got.path).as_posix()
-    record_download(state, options, got.bytes, got.sha256sums, files=got.files, dump=dump)
+    record_download(
+        state,
+        options,
+        got.bytes,
+        got.sha256sums,
+        files=got.files,
+        dump=dump,
+        transport=Transport.RSYNC,
+    )
 
 
 def verified_set(directory: Path) -> tuple[int, str, int] | None:
@@ -762,7 +846,9 @@ def record_download(
     *,
     files: int | None = None,
     dump: str | None = None,
+    transport: Transport | None = None,
 ) -> None:
+    state.download_transport = transport.value if transport is not None else None
     state.download_bytes = size
     state.download_sha256 = digest
     state.download_files = files

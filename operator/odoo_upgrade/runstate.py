@@ -90,6 +90,7 @@ class RunState:
     assigned_host: str | None = None  # upgrade-request: where every call after create goes
     download_files: int | None = None  # upgrade-request: files of the downloaded set
     download_dump: str | None = None  # upgrade-request: the dump's path inside the set
+    download_transport: str | None = None  # database-v1: https or sftp (as the dump went)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

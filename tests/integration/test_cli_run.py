@@ -117,6 +117,13 @@ def assert_upgraded_set(emulator: RunningEmulator, output: Path, request_id: int
     assert sorted(p.name for p in output.parent.iterdir() if p.name.startswith(".")) == []
 
 
+def sftp_gets(emulator: RunningEmulator, request_id: int) -> list[tuple[str, int]]:
+    """What the platform's SFTP server served the request: (file, bytes) per get."""
+    return [
+        (c["file"], c["bytes"]) for c in emulator.calls("sftp-get") if c["request"] == request_id
+    ]
+
+
 def creates(emulator: RunningEmulator, api: str = V1) -> list[dict[str, Any]]:
     return emulator.calls("create" if api == V1 else "upgrade/request/create")
 
@@ -142,10 +149,19 @@ def test_run_delivers_the_upgraded_dump_and_keeps_the_contract_secret(
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
     assert state_of(dump)["step"] == "downloaded"
     if api == V1:
-        assert summary["sha256"] == hashlib.sha256(emulator.upgraded_bytes(request_id)).hexdigest()
+        upgraded = emulator.upgraded_bytes(request_id)
+        assert summary["sha256"] == hashlib.sha256(upgraded).hexdigest()
         used = {c["method"] for c in emulator.calls()}
         assert ("request_sftp_access" in used) == (transport == "sftp")
         assert ("upload" in used) == (transport == "https")
+        # The dump comes back the way it went: over SFTP, `get upgraded_<filename>` once done.
+        assert summary["download_transport"] == state_of(dump)["download_transport"] == transport
+        expected_gets = [("upgraded_acme.dump", len(upgraded))] if transport == "sftp" else []
+        assert sftp_gets(emulator, request_id) == expected_gets
+        if transport == "sftp":
+            assert [c["method"] for c in emulator.calls() if c["method"] in (
+                "process", "request_sftp_access")] == [
+                "request_sftp_access", "process", "request_sftp_access"]  # fmt: skip
         secrets = [state_of(dump)["key"]]
     else:
         output = Path(summary["output"])
@@ -455,8 +471,27 @@ def test_auto_transport_picks_sftp_above_the_threshold(
         run_args(dump, contract_file, "--sftp-threshold", "100KiB", "--json"), cli_env(emulator)
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["transport"] == "sftp"
+    summary = json.loads(result.stdout)
+    assert summary["transport"] == summary["download_transport"] == "sftp"
     assert emulator.calls("upload") == []
+    request_id = summary["request_id"]
+    assert sftp_gets(emulator, request_id) == [
+        ("upgraded_acme.dump", len(emulator.upgraded_bytes(request_id)))
+    ]
+    assert_upgraded_output(emulator, dump, request_id)
+
+
+@pytest.mark.parametrize("transport", ["https", "sftp"])
+def test_a_foreign_part_beside_the_output_is_never_spliced_into_it(
+    emulator: RunningEmulator, dump: Path, contract_file: Path, transport: str
+) -> None:
+    # Left by an interrupted download of another request to the same output.
+    foreign = dump.with_name(".upgraded_acme.dump.part")
+    foreign.write_bytes(b"F" * 4096)
+    result = run_cli(run_args(dump, contract_file, "--transport", transport), cli_env(emulator))
+    assert result.returncode == 0, result.stderr
+    assert_upgraded_output(emulator, dump, state_of(dump)["request_id"])
+    assert not foreign.exists()
 
 
 def test_a_second_run_on_the_same_dump_at_once_is_refused(
@@ -503,9 +538,34 @@ def test_run_survives_cut_connections_in_upload_and_download(
     contract_file.write_text(emulator.contract)
     result = run_cli(run_args(dump, contract_file, "--transport", transport), cli_env(emulator))
     assert result.returncode == 0, result.stderr
-    assert "cut after" in emulator.log()  # the faults did hit
-    assert emulator.original_path(state_of(dump)["request_id"]).read_bytes() == dump.read_bytes()
-    assert_upgraded_output(emulator, dump, state_of(dump)["request_id"])
+    request_id = state_of(dump)["request_id"]
+    # The faults did hit both ways, on the transport asked for.
+    cuts = {
+        "https": ("upload of request {} cut after", "download of request {} cut after"),
+        "sftp": ("sftp sftp-shared of request {} cut", "sftp sftp-upgraded of request {} cut"),
+    }
+    for cut in cuts[transport]:
+        assert cut.format(request_id) in emulator.log()
+    assert emulator.original_path(request_id).read_bytes() == dump.read_bytes()
+    assert_upgraded_output(emulator, dump, request_id)
+
+
+def test_sftp_download_cut_midway_resumes_where_it_stopped(
+    make_emulator: Callable[..., RunningEmulator], tmp_path: Path
+) -> None:
+    # Past the bytes a cut OpenSSH transfer may leave unsettled (2 MiB), so a resume shows.
+    emulator = make_emulator(process_seconds=1, drop_after_bytes=3 * MIB)
+    dump = write_sample_dump(tmp_path / "acme.dump", "pgdmp", size=5 * MIB)
+    contract_file = tmp_path / "contract"
+    contract_file.write_text(emulator.contract)
+    result = run_cli(run_args(dump, contract_file, "--transport", "sftp"), cli_env(emulator))
+    assert result.returncode == 0, result.stderr
+    request_id = state_of(dump)["request_id"]
+    assert_upgraded_output(emulator, dump, request_id)
+    size = len(emulator.upgraded_bytes(request_id))
+    gets = [c for c in emulator.calls("sftp-get") if c["request"] == request_id]
+    assert gets[0]["from"] == 0 and gets[0]["bytes"] < size, gets  # cut
+    assert 0 < gets[-1]["from"] == size - gets[-1]["bytes"], gets  # resumed, to the end
 
 
 def test_sftp_upload_killed_midway_resumes_from_what_the_server_holds(

@@ -160,6 +160,45 @@ def test_sql_format_download_is_the_upgraded_sql_stream(
     assert output.read_bytes() == emulator.upgraded_sql_bytes(request_id)
 
 
+def test_download_over_sftp_gets_the_upgraded_file_once_done(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    dump = write_sample_dump(tmp_path / "acme.dump", "pgdmp", size=128 * 1024)
+    request_id, key_file = create(emulator, tmp_path, "acme.dump")
+    common = ["--request", str(request_id), "--key-file", str(key_file)]
+    assert odoo_upgrade(emulator, "upload", *common, "--dump", str(dump)).returncode == 0
+    assert odoo_upgrade(emulator, "process", *common).returncode == 0
+    assert wait_done(emulator, request_id, key_file)["state"] == "done"
+    output = tmp_path / "acme-18.dump"
+    sql = odoo_upgrade(
+        emulator, "download", *common, "--output", str(output), "--transport", "sftp",
+        "--format", "sql",
+    )  # fmt: skip
+    assert sql.returncode == 2 and "--transport sftp" in sql.stderr and "--format sql" in sql.stderr
+    downloaded = json_of(
+        odoo_upgrade(
+            emulator,
+            "download",
+            *common,
+            "--output",
+            str(output),
+            "--transport",
+            "sftp",
+            "--host-key",
+            emulator.host_key_line(),
+            "--json",
+        )
+    )
+    upgraded = emulator.upgraded_bytes(request_id)
+    assert output.read_bytes() == upgraded
+    assert downloaded["transport"] == "sftp"
+    assert downloaded["sha256"] == hashlib.sha256(upgraded).hexdigest()
+    gets = [
+        (c["file"], c["bytes"]) for c in emulator.calls("sftp-get") if c["request"] == request_id
+    ]
+    assert gets == [("upgraded_acme.dump", len(upgraded))]
+
+
 def test_upload_over_sftp_lands_the_dump(emulator: RunningEmulator, tmp_path: Path) -> None:
     dump = write_sample_dump(tmp_path / "big.dump", "pgdmp", size=512 * 1024)
     request_id, key_file = create(emulator, tmp_path, "big.dump")
