@@ -6,8 +6,10 @@ For every resource of the run:
 - the upgraded dump on the destination volume equals the platform's, byte for byte, with a
   `.sha256` beside it in `sha256sum` format (upgrade-request: the destination directory holds
   the platform's whole upgraded set and a SHA256SUMS that `sha256sum -c` accepts);
-- no other file is left in the destination directory: no `.part`, no temp file under a final
-  name, no second copy.
+- no other file is left in the destination directory: no `.part` (nor its `.part.json`
+  origin), no temp file under a final name, no second copy. The one hidden file allowed is
+  the `.<name>.receipt.json` a v1 download leaves by design (what it published, for the
+  attempt after a crash; transfer/binding.py).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def expected_files(deliveries: Sequence[Delivery]) -> dict[Path, set[str]]:
         names = (
             {final.name}
             if delivery.api == UPGRADE_REQUEST
-            else {final.name, final.name + ".sha256"}
+            else {final.name, final.name + ".sha256", f".{final.name}.receipt.json"}
         )
         allowed.setdefault(final.parent, set()).update(names)
     return allowed

@@ -107,6 +107,18 @@ KILL_POINTS = [
         victim="download",
         short=True,
     ),
+    KillPoint(
+        "mover mid-download sftp",
+        mover_running("Downloading", "download"),
+        victim="download",
+        transport="sftp",
+        short=True,
+    ),
+    KillPoint(
+        "operator mid-download sftp",
+        mover_running("Downloading", "download"),
+        transport="sftp",
+    ),
 ]
 
 
@@ -158,4 +170,6 @@ def test_upgrade_survives_a_kill(
     compared = assert_nothing_lost(
         emulator, [Delivery(upgrade, ns.volume(), destination, point.api)]
     )
+    if point.api == "database-v1":  # the dump came back the way it went
+        assert upgrade.get()["status"]["download"]["transport"] == point.transport
     ledger.verified(1, compared)

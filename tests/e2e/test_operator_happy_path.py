@@ -1,5 +1,5 @@
 """An OdooUpgrade goes through every phase to Succeeded and leaves the platform's upgraded dump,
-byte for byte, on the destination volume — on database-v1 over HTTPS and over SFTP, on
+byte for byte, on the destination volume — on database-v1 over HTTPS and over SFTP (both ways), on
 upgrade-request over rsync (a directory with its SHA256SUMS) — and the request key or token
 never leaves its Secret.
 
@@ -141,6 +141,15 @@ def test_upgrade_delivers_the_platforms_upgraded_dump(transport: str, scenario: 
             assert not uploads, "an SFTP upgrade uploaded over HTTPS"
         else:
             assert uploads
+        # The dump comes back the way it went: SFTP `get upgraded_<filename>` once done.
+        gets = [
+            (c["file"], c["bytes"])
+            for c in emulator.calls("sftp-get")
+            if c["request"] == request_id
+        ]
+        name = f"upgraded_{transport}.dump"  # the filename defaults to the source's basename
+        assert gets == ([(name, len(upgraded))] if transport == "sftp" else [])
+        assert status["download"]["transport"] == transport
     # What was uploaded is the source dump, by the transport asked for.
     assert uploaded == delivery.source
     assert status["upload"]["sha256"] == sha256_hex(delivery.source)
