@@ -3,6 +3,7 @@ command the test pod runner and docs/INTERNALS.md expect; outcomes read from con
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,11 +12,14 @@ from odoo_upgrade.controller.jobs import (
     Owner,
     download_job_spec,
     job_outcome,
+    mover_job_spec,
     termination_result,
     upload_job_name,
     upload_job_spec,
 )
 from odoo_upgrade.controller.spec import parse_spec
+from odoo_upgrade.request.mover_result import Direction
+from odoo_upgrade.request.transport import Transport
 
 OWNER = Owner(name="acme-to-18", namespace="odoo", uid="0b1c-uid")
 SPEC = parse_spec(
@@ -138,6 +142,19 @@ def test_download_writes_to_the_destination_claim_in_the_asked_format() -> None:
     destination = next(v for v in spec["volumes"] if v["name"] == "destination")
     assert destination["persistentVolumeClaim"] == {"claimName": "odoo-out"}
     assert not any(v["name"] == "source" for v in spec["volumes"])
+
+
+def test_a_download_over_sftp_tells_the_mover_so_and_nothing_secret() -> None:
+    spec = replace(SPEC, destination_format="archive", transport="sftp")
+    job = mover_job_spec(OWNER, spec, Direction.DOWNLOAD, transport=Transport.SFTP)
+    (container,) = pod(job)["containers"]
+    command = container["command"]
+    assert command[command.index("--transport") + 1] == "sftp"
+    assert command[command.index("--format") + 1] == "archive"
+    # The access, key pair and host key stay in the mounted request Secret.
+    assert not any("sftp-" in word or "ssh-" in word for word in command)
+    (over_https,) = pod(mover_job_spec(OWNER, spec, Direction.DOWNLOAD))["containers"]
+    assert "--transport" not in over_https["command"]  # https: the mover's default
 
 
 def test_mover_image_comes_from_the_operator_environment(monkeypatch: pytest.MonkeyPatch) -> None:
