@@ -17,22 +17,31 @@ Steps return `Again(after=…)` or `FINISHED` (controller.outcomes).
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
 import time
 
 from odoo_upgrade.controller import conditions as cond
-from odoo_upgrade.controller import metrics, settings
+from odoo_upgrade.controller import metrics
 from odoo_upgrade.controller.database_steps import DATABASE_STEPS
-from odoo_upgrade.controller.jobs import request_secret_name
-from odoo_upgrade.controller.kube import NotFound, decode_secret
 from odoo_upgrade.controller.mover_steps import DOWNLOAD, UPLOAD, drive_mover
 from odoo_upgrade.controller.movers import JobConflict
 from odoo_upgrade.controller.outcomes import FINISHED, NOW, Again, StepResult
+from odoo_upgrade.controller.prerequisites import (
+    not_allowed_message,
+    revalidate_unless_fresh,
+    validate_prerequisites,
+)
 from odoo_upgrade.controller.reporting import fail, fail_refused, wait_for
+from odoo_upgrade.controller.request_record import (
+    RequestLost,
+    record_request,
+    ref_of,
+    save_request,
+    stored_request,
+)
 from odoo_upgrade.controller.resource import Upgrade
 from odoo_upgrade.controller.secret_store import SecretConflict
+from odoo_upgrade.controller.sftp_access import grant_sftp_download, grant_sftp_upload
 from odoo_upgrade.controller.spec import SpecError, UpgradeSpec, parse_spec
 from odoo_upgrade.controller.status import (
     downloaded_set_status,
@@ -43,118 +52,26 @@ from odoo_upgrade.controller.status import (
     seconds_since,
     uploaded_status,
 )
-from odoo_upgrade.platform import PlatformError, PlatformFailure, RetryPolicy
+from odoo_upgrade.platform import PlatformError, PlatformFailure
 from odoo_upgrade.platform.errors import platform_surely_did_not_act
-from odoo_upgrade.platform.v1 import DatabaseV1
-from odoo_upgrade.redact import forget_secrets, redact, register_secret
-from odoo_upgrade.request import secret_keys
-from odoo_upgrade.request.allowlist import UrlNotAllowed, url_is_allowed
+from odoo_upgrade.redact import forget_secrets
+from odoo_upgrade.request.allowlist import UrlNotAllowed
 from odoo_upgrade.request.mover_result import MoverResult
 from odoo_upgrade.request.platform import (
-    CreatedRequest,
     RequestOrder,
     RequestRef,
     serves_log,
     states_of,
 )
 from odoo_upgrade.request.progress import format_bytes
-from odoo_upgrade.request.sftp_grant import grant_sftp_access
-from odoo_upgrade.request.ssh_keys import SshKeyPair
 from odoo_upgrade.request.states import StateClass, failure_report
 from odoo_upgrade.request.steps import Progress, Step, next_step
-from odoo_upgrade.request.stored import StoredRequest
 from odoo_upgrade.request.transport import Transport, download_transport
 
 logger = logging.getLogger(__name__)
 
-# Ready=False reasons of validate_prerequisites, cleared once the object appears.
-PREREQUISITE_REASONS = frozenset(
-    {
-        "PlatformUrlNotAllowed",
-        "ContractSecretNotFound",
-        "ContractKeyMissing",
-        "SourceClaimNotFound",
-        "DestinationClaimNotFound",
-        "InvalidSpec",
-    }
-)
-# Retries of the Secret write that must follow a `create`: 1 s, 2 s … 30 s, until stored.
-SAVE_RETRY = RetryPolicy(attempts=1_000_000, base_delay=1.0, max_delay=30.0, jitter=False)
 
-
-# Prerequisites found this recently (by `create` just before the upload) are not read again.
-RECHECK_AFTER_SECONDS = 60.0
-
-
-class RequestLost(Exception):
-    """The request Secret holding the request's key is gone: it cannot be continued."""
-
-
-# -- 1. validate ---------------------------------------------------------------------------
-
-
-async def validate_prerequisites(upgrade: Upgrade, spec: UpgradeSpec) -> str | None:
-    """The platform URL is allowed, the contract Secret and the PVCs exist; the contract.
-
-    Before the request exists the contract is needed; after, only the volumes are. Nothing is
-    asked of the platform (and no contract read) while something is missing.
-    """
-    phase = upgrade.phase or cond.PENDING
-    if not url_is_allowed(spec.platform_url, settings.current().allowed_platform_urls):
-        await wait_for(upgrade, "PlatformUrlNotAllowed", not_allowed_message(spec), phase=phase)
-    contract: str | None = None
-    if upgrade.request_id is None:
-        ref = spec.contract
-        try:
-            secret = decode_secret(await upgrade.kube.get_secret(upgrade.namespace, ref.name))
-        except NotFound:
-            await wait_for(
-                upgrade,
-                "ContractSecretNotFound",
-                f'Secret "{ref.name}" (spec.contractSecretRef) not found in namespace '
-                f'"{upgrade.namespace}"',
-                phase=phase,
-            )
-        contract = secret.get(ref.key, "").strip()
-        if not contract:
-            await wait_for(
-                upgrade,
-                "ContractKeyMissing",
-                f'Secret "{ref.name}" has no key "{ref.key}" (spec.contractSecretRef.key)',
-                phase=phase,
-            )
-        register_secret(contract)
-    for role, claim in (
-        ("Source", spec.source.claim_name),
-        ("Destination", spec.destination.claim_name),
-    ):
-        try:
-            await upgrade.kube.get_pvc(upgrade.namespace, claim)
-        except NotFound:
-            await wait_for(
-                upgrade,
-                f"{role}ClaimNotFound",
-                f'PersistentVolumeClaim "{claim}" (spec.{role.lower()}.claimName) not found in '
-                f'namespace "{upgrade.namespace}"',
-                phase=phase,
-            )
-    upgrade.prerequisites_found_at = time.monotonic()
-    ready = cond.find_condition(upgrade.conditions, cond.READY)
-    if ready is None or ready.get("reason") in PREREQUISITE_REASONS:
-        await upgrade.patch_status(
-            phase=phase,
-            conditions=[(cond.READY, cond.UNKNOWN, "Progressing", "prerequisites found")],
-            message="prerequisites found",
-        )
-    return contract
-
-
-def not_allowed_message(spec: UpgradeSpec) -> str:
-    allowed = ", ".join(settings.current().allowed_platform_urls)
-    return (
-        f'spec.platform.url "{spec.platform_url}" is not allowed by this operator (allowed: '
-        f"{allowed}); its administrator allows it with --allowed-platform-url"
-    )
+# -- 1. validate: controller.prerequisites.validate_prerequisites --------------------------
 
 
 # -- 2. create -----------------------------------------------------------------------------
@@ -218,80 +135,6 @@ async def create_outcome_unknown(upgrade: Upgrade, spec: UpgradeSpec, why: str) 
     )
 
 
-async def save_request(upgrade: Upgrade, created: CreatedRequest) -> None:
-    """Store the new request in the Secret, then its id in status, retrying until both stick
-    or the resource is gone (an API server outage right after `create` must not lose it)."""
-    request_id = created.ref.request_id
-    for attempt in itertools.count(1):
-        try:
-            await upgrade.write_secret(created.secret_values)
-            await record_request(upgrade, request_id, adopted=False)
-            return
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            raise
-        except Exception as error:
-            if await resource_gone(upgrade):
-                logger.error(
-                    "%s/%s was deleted while request %s was stored; it stays on the platform",
-                    upgrade.namespace,
-                    upgrade.name,
-                    request_id,
-                )
-                return
-            note = (
-                f"request {request_id} created; storing it in Secret "
-                f'"{request_secret_name(upgrade.name)}" failed (attempt {attempt}): '
-                f"{redact(str(error))}; retrying"
-            )
-            logger.warning("%s/%s: %s", upgrade.namespace, upgrade.name, note)
-            try:
-                await upgrade.patch_status(
-                    conditions=[(cond.REQUEST_CREATED, cond.UNKNOWN, "StoringRequest", note)]
-                )
-            except Exception:  # the API server may be away: the next attempt says it again
-                logger.debug("status not updated", exc_info=True)
-            await asyncio.sleep(SAVE_RETRY.delay_before(attempt + 1))
-
-
-async def resource_gone(upgrade: Upgrade) -> bool:
-    try:
-        current = await upgrade.kube.get_upgrade(upgrade.namespace, upgrade.name)
-    except NotFound:
-        return True
-    except Exception:
-        return False
-    return (current.get("metadata") or {}).get("uid") != upgrade.uid
-
-
-async def record_request(upgrade: Upgrade, request_id: int, *, adopted: bool) -> None:
-    """Status says the request exists: from now on it is never created again."""
-    message = f"upgrade request {request_id} {'adopted from Secret' if adopted else 'created'}"
-    await upgrade.patch_status(
-        phase=cond.UPLOADING,
-        requestId=request_id,
-        requestSecretRef={"name": request_secret_name(upgrade.name)},
-        failures=None,
-        conditions=[(cond.REQUEST_CREATED, cond.TRUE, "RequestCreated", message)],
-        message=message,
-    )
-    upgrade.event("Normal", "RequestCreated", message)
-
-
-async def stored_request(upgrade: Upgrade) -> StoredRequest:
-    """The request of this resource, as stored; `RequestLost` when its Secret is gone."""
-    stored = await upgrade.stored_request()
-    if stored is None:
-        raise RequestLost(
-            f'Secret "{request_secret_name(upgrade.name)}" holding the key of request '
-            f"{upgrade.request_id} is gone; the request cannot be continued"
-        )
-    return stored
-
-
-def ref_of(stored: StoredRequest) -> RequestRef:
-    return RequestRef(stored.request_id, stored.key, stored.assigned_host)
-
-
 # -- 3. upload -----------------------------------------------------------------------------
 
 
@@ -300,21 +143,9 @@ async def upload_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
     stored = await stored_request(upgrade)
 
     async def prepare() -> None:
-        if time.monotonic() - upgrade.prerequisites_found_at > RECHECK_AFTER_SECONDS:
-            await validate_prerequisites(upgrade, spec)  # else `create` just found them
-        if not spec.uses_sftp or stored.sftp_access is not None:
-            return
-        grant = await upgrade.platform_call(
-            spec,
-            "request_sftp_access",
-            lambda p: grant_sftp_access(as_v1(p), stored.request_id, stored.key),
-        )
-        values = grant.secret_values()
-        if spec.sftp_host_key:  # the mover pins exactly this key
-            values[secret_keys.SFTP_HOST_KEY] = spec.sftp_host_key
-        await upgrade.write_secret(values)
-        how = "pinned" if spec.sftp_host_key else "trusted on first use"
-        upgrade.event("Normal", "SftpAccessGranted", f"SFTP access granted (host key {how})")
+        await revalidate_unless_fresh(upgrade, spec)  # `create` may just have found them
+        if spec.uses_sftp and stored.sftp_access is None:
+            await grant_sftp_upload(upgrade, spec, stored)
 
     async def uploaded(result: MoverResult) -> StepResult:
         message = f"uploaded {format_bytes(result.bytes or 0)} over {result.transport}"
@@ -337,12 +168,6 @@ async def upload_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
         started={"transport": spec.transport, "completedAt": None},
         before_start=prepare,
     )
-
-
-def as_v1(platform: object) -> DatabaseV1:
-    if not isinstance(platform, DatabaseV1):
-        raise TypeError("SFTP access exists on the database/v1 API only")
-    return platform
 
 
 # -- 4. process ----------------------------------------------------------------------------
@@ -512,34 +337,6 @@ async def download_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
         started={"path": spec.destination.path, "transport": transport.value},
         before_start=prepare,
         transport=transport,
-    )
-
-
-async def grant_sftp_download(upgrade: Upgrade, spec: UpgradeSpec) -> None:
-    """The SFTP download grant: `request_sftp_access` again now that the request is done,
-    with the key pair the Secret holds (a new one if it has none), stored once."""
-    stored = await stored_request(upgrade)
-    if stored.sftp_download_access is not None:
-        return
-    keypair = None
-    if stored.ssh_private_key and stored.ssh_public_key:
-        keypair = SshKeyPair(stored.ssh_private_key, stored.ssh_public_key)
-    grant = await upgrade.platform_call(
-        spec,
-        "request_sftp_access",
-        lambda p: grant_sftp_access(as_v1(p), stored.request_id, stored.key, keypair),
-    )
-    values = grant.secret_values(download=True)
-    if spec.sftp_host_key:  # the mover pins exactly this key
-        values[secret_keys.SFTP_HOST_KEY] = spec.sftp_host_key
-    await upgrade.write_secret(values)
-    how = "trusted on first use"
-    if spec.sftp_host_key or stored.sftp_host_key:
-        how = "pinned" if spec.sftp_host_key else "as recorded at the upload"
-    upgrade.event(
-        "Normal",
-        "SftpDownloadAccessGranted",
-        f"SFTP access granted again for the download (host key {how})",
     )
 
 
