@@ -115,6 +115,26 @@ def _require_traversable(path: Path, os_user: str | None) -> None:
             )
 
 
+def _reachable(path: Path, os_user: str | None) -> bool:
+    try:
+        _require_traversable(path, os_user)
+    except PostgresStartFailed:
+        return False
+    return True
+
+
+def _server_root(state: Path, os_user: str | None) -> Path:
+    """`<state>/postgres`; or, when the server's user cannot reach into the state dir (a clone
+    under a 0700 home, as root's is), a directory of its own under the system's temp dir."""
+    root = state / "postgres"
+    state.mkdir(parents=True, exist_ok=True)
+    if _reachable(root, os_user):
+        return root
+    relocated = Path(tempfile.mkdtemp(prefix="odoo-upgrade-postgres-"))
+    relocated.chmod(0o755)
+    return relocated
+
+
 @dataclass
 class PostgresServer:
     """A running server's coordinates; the passwords are test passwords made at `initdb`."""
@@ -329,16 +349,19 @@ def start_postgres(
         _start(recorded, timeout)
         return recorded
     os_user = _server_os_user()
-    root = state / "postgres"
-    if root.exists():
+    root = _server_root(state, os_user)
+    inside = root.resolve().is_relative_to(state.resolve())
+    if root.exists() and inside:
         shutil.rmtree(root)  # a half-made server of an interrupted `up`
-    root.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
     _require_traversable(root, os_user)
     _give_to(root, os_user)
     root.chmod(0o755)
+    # The server writes its log itself: beside its data when the state dir is out of its reach.
+    logs = state / "logs" if inside else root
     server = PostgresServer(
         root=str(root),
-        log_path=str(state / "logs" / "postgres.log"),
+        log_path=str(logs / "postgres.log"),
         host="127.0.0.1",
         port=port or free_port(),
         superuser_password=secrets.token_urlsafe(18),
@@ -359,6 +382,7 @@ def start_postgres(
             server.port = free_port()
     server.create_role(server.app_user, server.app_password, "CREATEDB")
     record = _record_path(state)
+    record.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump(asdict(server), out, indent=1)
@@ -367,10 +391,15 @@ def start_postgres(
 
 def stop_recorded(state_dir: Path | str = DEFAULT_STATE_DIR) -> bool:
     """Stop the server recorded in `state_dir`; True if there was one."""
-    server = load_recorded(Path(state_dir))
+    state = Path(state_dir)
+    server = load_recorded(state)
     if server is None:
         return False
     server.stop()
+    if not Path(server.root).resolve().is_relative_to(state.resolve()):
+        # Relocated out of the state dir (see _server_root): nothing else would remove it.
+        shutil.rmtree(server.root, ignore_errors=True)
+        _record_path(state).unlink(missing_ok=True)
     return True
 
 
