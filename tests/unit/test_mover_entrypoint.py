@@ -465,6 +465,58 @@ def test_upgrade_request_upload_and_download_move_the_dump_and_the_set_by_rsync(
     assert token not in log.read_text()
 
 
+def done_upgrade_request(
+    emulator: RunningEmulator, tmp_path: Path, name: str
+) -> tuple[Path, tuple[str, ...]]:
+    """A request uploaded and done on the upgrade/request API: its Secret dir, mover flags."""
+    from tests.support.emulator import write_directory_dump
+
+    (tmp_path / name).mkdir()
+    secret, token = upgrade_request_dir(tmp_path / name, emulator)
+    common = ("--platform-url", emulator.url, "--request-dir", str(secret), "--api",
+              "upgrade-request")  # fmt: skip
+    dump = write_directory_dump(tmp_path / name / "source" / "acme.dump")
+    log = tmp_path / name / "upload-log"
+    sent = mover("upload", *common, "--termination-log", str(log), "--source", str(dump),
+                 "--transport", "rsync")  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    emulator.request_api("process", token=token)
+    for _ in range(100):
+        if emulator.request_api("status", token=token)["result"]["status"] == "done":
+            break
+        time.sleep(0.1)
+    return secret, common
+
+
+def test_an_upgraded_set_published_but_not_recorded_succeeds_on_the_next_attempt(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """upgrade-request: the mover killed after the set's rename, before its result reached the
+    operator; the next attempt finds its own set (by its receipt) instead of DestinationExists,
+    and a set of another request at that path is still refused."""
+    secret, common = done_upgrade_request(emulator, tmp_path, "mine")
+    destination = tmp_path / "out" / "acme-18"
+    first_log, second_log = tmp_path / "first-log", tmp_path / "second-log"
+    first = mover("download", *common, "--termination-log", str(first_log),
+                  "--destination", str(destination))  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    windows = len(emulator.calls("upgrade/request/transfer/start"))
+    again = mover("download", *common, "--termination-log", str(second_log),
+                  "--destination", str(destination))  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    first_result, second_result = termination(first_log), termination(second_log)
+    for key in ("sha256", "bytes", "files", "dumpPath", "reportPath", "logPath", "transport"):
+        assert second_result[key] == first_result[key], key
+    assert len(emulator.calls("upgrade/request/transfer/start")) == windows  # nothing fetched
+
+    _, theirs = done_upgrade_request(emulator, tmp_path, "theirs")
+    refused_log = tmp_path / "refused-log"
+    refused = mover("download", *theirs, "--termination-log", str(refused_log),
+                    "--destination", str(destination))  # fmt: skip
+    assert refused.returncode == 2
+    assert termination(refused_log)["reason"] == "DestinationExists"
+
+
 @pytest.mark.parametrize(
     ("api", "transport"), [("upgrade-request", "https"), ("database-v1", "rsync")]
 )
