@@ -62,6 +62,7 @@ from odoo_upgrade.request.upgraded import UpgradedFormat, upgraded_sftp_name, up
 
 if TYPE_CHECKING:
     from odoo_upgrade.transfer import DownloadBinding, TransferResult
+    from odoo_upgrade.transfer.rsync import DownloadedSet
 
 PROGRESS_EVERY_SECONDS = 2.0
 
@@ -322,7 +323,11 @@ async def upload_rsync(
 
 
 async def download_rsync(
-    platform_url: str, request: StoredRequest, destination: Path, plain_http_hosts: tuple[str, ...]
+    platform_url: str,
+    request: StoredRequest,
+    destination: Path,
+    plain_http_hosts: tuple[str, ...],
+    binding: DownloadBinding,
 ) -> MoverResult:
     """rsync the upgraded set into the new directory `destination`, with SHA256SUMS."""
     from odoo_upgrade.transfer.rsync_window import download_through_window
@@ -338,8 +343,18 @@ async def download_rsync(
             )
         click.echo(f"download: upgraded set of request {request.request_id} to {destination}")
         got = await download_through_window(
-            client, request.key, key, destination, progress=ProgressPrinter("download")
+            client,
+            request.key,
+            key,
+            destination,
+            progress=ProgressPrinter("download"),
+            binding=binding,
         )
+    return downloaded_set_result(got)
+
+
+def downloaded_set_result(got: DownloadedSet) -> MoverResult:
+    """The result of a published set: what the operator shows in `status.download`."""
     names = got.to_json()
     return MoverResult(
         True,
@@ -389,10 +404,20 @@ def download(
     if transport is not None:
         check_transport(api, transport)
     request = read_request(request_dir)
+    binding = DownloadBinding(str(request.request_id))
     if api == PlatformApi.UPGRADE_REQUEST:
+        from odoo_upgrade.transfer.rsync import published_set
+
+        # Killed after the set's rename, before its result was recorded: its own set.
+        adopted = published_set(destination, binding)
+        if adopted is not None:
+            click.echo(f"download: {destination} already published for {request.request_id}")
+            return downloaded_set_result(adopted)
         refuse_existing_destination(destination, "directory")
         destination.parent.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(download_rsync(platform_url, request, destination, plain_http_hosts))
+        return asyncio.run(
+            download_rsync(platform_url, request, destination, plain_http_hosts, binding)
+        )
     chosen = Transport(transport or Transport.HTTPS)  # the operator chose it (download_transport)
     if chosen is Transport.SFTP and fmt != UpgradedFormat.ARCHIVE:
         raise MoverFailure(
@@ -401,7 +426,6 @@ def download(
             "is downloaded over https",
             transient=False,
         )
-    binding = DownloadBinding(str(request.request_id))
     # Killed after the rename, before its result was recorded: its own file is the result.
     published = published_download(destination, binding)
     if published is not None:

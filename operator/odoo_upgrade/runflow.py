@@ -84,6 +84,7 @@ from odoo_upgrade.transfer import (
     upload_https,
     upload_sftp,
 )
+from odoo_upgrade.transfer.rsync import verified_set
 from odoo_upgrade.transfer.rsync_window import download_through_window, upload_through_window
 
 log = logging.getLogger("odoo_upgrade.cli")
@@ -801,33 +802,6 @@ async def download_upgraded_set(
         dump=dump,
         transport=Transport.RSYNC,
     )
-
-
-def verified_set(directory: Path) -> tuple[int, str, int] | None:
-    """(bytes, sha256 of SHA256SUMS, files) of a published set whose every file matches its
-    SHA256SUMS and nothing else is there; None otherwise."""
-    try:
-        text = (directory / SHA256SUMS).read_text(encoding="utf-8")
-    except OSError:
-        return None
-    listed: dict[str, str] = {}
-    for line in text.splitlines():
-        digest, sep, name = line.partition("  ")
-        if not sep or line.startswith("\\"):
-            return None  # escaped names: not ours to judge, never taken as complete
-        listed[name] = digest
-    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()} - {
-        SHA256SUMS
-    }
-    if present != set(listed):
-        return None
-    total = 0
-    for name, digest in listed.items():
-        path = directory / name
-        if file_sha256(path) != digest:
-            return None
-        total += path.stat().st_size
-    return total, hashlib.sha256(text.encode()).hexdigest(), len(listed)
 
 
 def file_sha256(path: Path) -> str:

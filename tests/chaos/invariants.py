@@ -8,7 +8,7 @@ For every resource of the run:
   the platform's whole upgraded set and a SHA256SUMS that `sha256sum -c` accepts);
 - no other file is left in the destination directory: no `.part` (nor its `.part.json`
   origin), no temp file under a final name, no second copy. The one hidden file allowed is
-  the `.<name>.receipt.json` a v1 download leaves by design (what it published, for the
+  the `.<name>.receipt.json` a download leaves by design (what it published, for the
   attempt after a crash; transfer/binding.py).
 """
 
@@ -41,10 +41,11 @@ def expected_files(deliveries: Sequence[Delivery]) -> dict[Path, set[str]]:
     allowed: dict[Path, set[str]] = {}
     for delivery in deliveries:
         final = delivery.volume / delivery.destination_path
+        receipt = f".{final.name}.receipt.json"
         names = (
-            {final.name}
+            {final.name, receipt}
             if delivery.api == UPGRADE_REQUEST
-            else {final.name, final.name + ".sha256", f".{final.name}.receipt.json"}
+            else {final.name, final.name + ".sha256", receipt}
         )
         allowed.setdefault(final.parent, set()).update(names)
     return allowed

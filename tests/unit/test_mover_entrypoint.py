@@ -465,10 +465,8 @@ def test_upgrade_request_upload_and_download_move_the_dump_and_the_set_by_rsync(
     assert token not in log.read_text()
 
 
-def done_upgrade_request(
-    emulator: RunningEmulator, tmp_path: Path, name: str
-) -> tuple[Path, tuple[str, ...]]:
-    """A request uploaded and done on the upgrade/request API: its Secret dir, mover flags."""
+def done_upgrade_request(emulator: RunningEmulator, tmp_path: Path, name: str) -> tuple[str, ...]:
+    """A request uploaded and done on the upgrade/request API: the mover flags to reach it."""
     from tests.support.emulator import write_directory_dump
 
     (tmp_path / name).mkdir()
@@ -485,7 +483,7 @@ def done_upgrade_request(
         if emulator.request_api("status", token=token)["result"]["status"] == "done":
             break
         time.sleep(0.1)
-    return secret, common
+    return common
 
 
 def test_an_upgraded_set_published_but_not_recorded_succeeds_on_the_next_attempt(
@@ -494,7 +492,7 @@ def test_an_upgraded_set_published_but_not_recorded_succeeds_on_the_next_attempt
     """upgrade-request: the mover killed after the set's rename, before its result reached the
     operator; the next attempt finds its own set (by its receipt) instead of DestinationExists,
     and a set of another request at that path is still refused."""
-    secret, common = done_upgrade_request(emulator, tmp_path, "mine")
+    common = done_upgrade_request(emulator, tmp_path, "mine")
     destination = tmp_path / "out" / "acme-18"
     first_log, second_log = tmp_path / "first-log", tmp_path / "second-log"
     first = mover("download", *common, "--termination-log", str(first_log),
@@ -509,7 +507,7 @@ def test_an_upgraded_set_published_but_not_recorded_succeeds_on_the_next_attempt
         assert second_result[key] == first_result[key], key
     assert len(emulator.calls("upgrade/request/transfer/start")) == windows  # nothing fetched
 
-    _, theirs = done_upgrade_request(emulator, tmp_path, "theirs")
+    theirs = done_upgrade_request(emulator, tmp_path, "theirs")
     refused_log = tmp_path / "refused-log"
     refused = mover("download", *theirs, "--termination-log", str(refused_log),
                     "--destination", str(destination))  # fmt: skip

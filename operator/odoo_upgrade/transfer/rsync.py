@@ -34,6 +34,13 @@ from odoo_upgrade.platform.retry import RetryPolicy
 from odoo_upgrade.platform.upgrade_request import TransferWindow, host_of
 from odoo_upgrade.redact import redact
 from odoo_upgrade.request.upgraded import FILESTORE_NAME, LOG_NAME, REPORT_NAME, SHA256SUMS
+from odoo_upgrade.transfer.binding import (
+    DownloadBinding,
+    Receipt,
+    read_receipt,
+    source_digest,
+    write_receipt,
+)
 from odoo_upgrade.transfer.errors import (
     DestinationExists,
     HostKeyMismatch,
@@ -584,6 +591,7 @@ async def download_rsync(
     progress: ProgressCallback | None = None,
     max_attempts: int = 5,
     io_timeout: int = IO_TIMEOUT,
+    binding: DownloadBinding | None = None,
 ) -> DownloadedSet:
     """Download `/data/<dump_name>`, `filestore/`, `upgrade-report.html` and `upgrade.log`
     into the new directory `destination`, with `SHA256SUMS`, published atomically.
@@ -630,7 +638,7 @@ async def download_rsync(
             raise
         if not (part / dump_name).exists():
             raise RemoteRefused(f"download: the platform offers no {REMOTE_ROOT}/{dump_name}")
-        published = await asyncio.to_thread(_publish_set, part, final, dump_name, runs)
+        published = await asyncio.to_thread(_publish_set, part, final, dump_name, runs, binding)
     finally:
         os.close(lock)
     if progress is not None:
@@ -638,8 +646,11 @@ async def download_rsync(
     return published
 
 
-def _publish_set(part: Path, final: Path, dump_name: str, runs: int) -> DownloadedSet:
-    """Write `SHA256SUMS`, fsync every file and directory, rename `part` to `final`."""
+def _publish_set(
+    part: Path, final: Path, dump_name: str, runs: int, binding: DownloadBinding | None
+) -> DownloadedSet:
+    """Write `SHA256SUMS`, fsync every file and directory, rename `part` to `final`; bound to
+    a request, its receipt first (so that an attempt after a crash recognises the set)."""
     for leftover in sorted(part.rglob(PARTIAL_DIR), reverse=True):
         shutil.rmtree(leftover)  # the run succeeded: a partial file left here is stale
     for path in part.rglob("*"):
@@ -656,6 +667,12 @@ def _publish_set(part: Path, final: Path, dump_name: str, runs: int) -> Download
     fsync_directory(part)
     listed = [p for p in _files(part) if p != sums_path]
     total = sum(p.stat().st_size for p in listed)
+    sums_digest = hashlib.sha256(sums.encode()).hexdigest()
+    if binding is not None:
+        receipt = Receipt(
+            str(binding.request_id), source_digest(_set_source(dump_name)), total, sums_digest, runs
+        )
+        write_receipt(final, receipt)
     rename_noreplace(part, final)
     fsync_directory(final.parent)
     log.info("download: %d files (%d bytes) published in %s", len(listed), total, final)
@@ -663,13 +680,77 @@ def _publish_set(part: Path, final: Path, dump_name: str, runs: int) -> Download
     def present(name: str) -> Path | None:
         return final / name if (final / name).exists() else None
 
+    return _downloaded_set(final, len(listed), total, dump_name, sums_digest, runs)
+
+
+def _set_source(dump_name: str) -> str:
+    """What a set's receipt says was downloaded (its dump's name under the request's /data/)."""
+    return f"rsync:{REMOTE_ROOT}/{dump_name}"
+
+
+def _downloaded_set(
+    final: Path, files: int, total: int, dump_name: str, sums_digest: str, runs: int
+) -> DownloadedSet:
+    def present(name: str) -> Path | None:
+        return final / name if (final / name).exists() else None
+
     return DownloadedSet(
         path=final,
-        files=len(listed),
+        files=files,
         bytes=total,
         dump_path=final / dump_name,
         report_path=present(REPORT_NAME),
         log_path=present(LOG_NAME),
-        sha256sums=hashlib.sha256(sums.encode()).hexdigest(),
+        sha256sums=sums_digest,
         attempts=runs,
     )
+
+
+def verified_set(directory: Path) -> tuple[int, str, int] | None:
+    """(bytes, sha256 of SHA256SUMS, files) of a published set whose every file matches its
+    SHA256SUMS and nothing else is there; None otherwise. Blocking: hashes every file."""
+    try:
+        text = (directory / SHA256SUMS).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    listed: dict[str, str] = {}
+    for line in text.splitlines():
+        digest, sep, name = line.partition("  ")
+        if not sep or line.startswith("\\"):
+            return None  # escaped names: not ours to judge, never taken as complete
+        listed[name] = digest
+    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
+    if present - {SHA256SUMS} != set(listed):
+        return None
+    total = 0
+    for name, digest in listed.items():
+        path = directory / name
+        if _sha256(path) != digest:
+            return None
+        total += path.stat().st_size
+    return total, hashlib.sha256(text.encode()).hexdigest(), len(listed)
+
+
+def published_set(
+    destination: str | os.PathLike[str], binding: DownloadBinding, dump_name: str | None = None
+) -> DownloadedSet | None:
+    """The set this request already published at `destination` (a crash between the rename
+    and the result), or None: its receipt names the request, every file matches SHA256SUMS,
+    and SHA256SUMS is the one the receipt records. Blocking: hashes every file."""
+    final = Path(destination)
+    receipt = read_receipt(final)
+    if receipt is None or receipt.request_id != str(binding.request_id) or not final.is_dir():
+        return None
+    checked = verified_set(final)
+    if checked is None or checked[1] != receipt.sha256:
+        return None
+    total, digest, files = checked
+    if dump_name is None:
+        others = {FILESTORE_NAME, REPORT_NAME, LOG_NAME, SHA256SUMS}
+        dumps = [entry.name for entry in final.iterdir() if entry.name not in others]
+        if len(dumps) != 1:
+            return None
+        dump_name = dumps[0]
+    if receipt.source_sha256 != source_digest(_set_source(dump_name)):
+        return None
+    return _downloaded_set(final, files, total, dump_name, digest, receipt.attempts)

@@ -11,6 +11,7 @@ import os
 
 from odoo_upgrade.platform.upgrade_request import UpgradeRequestClient
 from odoo_upgrade.request.upgraded import DEFAULT_DUMP_NAME
+from odoo_upgrade.transfer.binding import DownloadBinding
 from odoo_upgrade.transfer.results import ProgressCallback
 from odoo_upgrade.transfer.rsync import (
     DownloadedSet,
@@ -42,6 +43,7 @@ async def download_through_window(
     destination: str | os.PathLike[str],
     *,
     progress: ProgressCallback | None = None,
+    binding: DownloadBinding | None = None,
 ) -> DownloadedSet:
     """`transfer/start(download)`, rsync the upgraded set into the new directory
     `destination` (published whole, with SHA256SUMS), `transfer/stop`."""
@@ -53,4 +55,5 @@ async def download_through_window(
             destination,
             dump_name=window.dump_name or DEFAULT_DUMP_NAME,
             progress=progress,
+            binding=binding,
         )
