@@ -34,12 +34,11 @@ from odoo_upgrade.transfer.binding import (
 )
 from odoo_upgrade.transfer.errors import DestinationExists, SizeMismatch, TransferError
 from odoo_upgrade.transfer.results import TransferResult
+from odoo_upgrade.transfer.write_behind import WriteBehind
 
 HASH_BLOCK = 4 * 1024 * 1024
-# absorb(): hashed per slice while in the CPU cache; page cache dropped per DROP_EVERY.
+# absorb(): hashed per slice while in the CPU cache.
 ABSORB_SLICE = 1024 * 1024
-DROP_EVERY = 8 * 1024 * 1024
-CACHE_TRAIL = 64 * 1024 * 1024
 MAP_WINDOW = 16 * 1024 * 1024
 
 
@@ -191,7 +190,8 @@ class PartFile:
         self.binding = binding
         self.source = source
         self.origin: PartOrigin | None = None
-        self._dropped = 0  # absorb(): bytes whose pages were dropped from the cache
+        # Flushes the part as it grows, so that `finish` has little left to make durable.
+        self._behind = WriteBehind(file.fileno())
 
     @classmethod
     def open(
@@ -264,19 +264,14 @@ class PartFile:
         self._file.write(data)
         self.hasher.update(data)
         self.size += len(data)
-        # Start writing back now and drop written pages from the page cache: the final fsync
-        # then has little left to do, and a large dump does not fill the pod's memory with
-        # cache (it counts against its cgroup limit). Dirty pages are dropped by a later call
-        # once written back, so each call covers the last CACHE_TRAIL bytes.
-        start = max(0, self.size - CACHE_TRAIL)
-        os.posix_fadvise(self._file.fileno(), start, 0, os.POSIX_FADV_DONTNEED)
+        self._behind.advance(self.size)
 
     def absorb(self, upto: int | None = None) -> None:
-        """Hash what another process (OpenSSH's sftp) wrote to the part, up to `upto`
-        (default: its end), and drop those pages from the cache as `append` does.
+        """Hash what another process (OpenSSH's sftp, pg_dump) wrote to the part, up to
+        `upto` (default: its end), and flush it behind as `append` does.
 
         Hashed straight from the page cache (mmap, no copy), 1 MiB at a time so that each
-        slice is hashed while in the CPU cache; the cache is dropped every `DROP_EVERY`.
+        slice is hashed while in the CPU cache.
         """
         self._file.flush()
         fd = self._file.fileno()
@@ -286,22 +281,23 @@ class PartFile:
             return
         while self.size < end:
             self.size = hash_mapped(fd, self.hasher, self.size, end)
-        if self.size - self._dropped >= DROP_EVERY or upto is None:
-            os.posix_fadvise(fd, self._dropped, self.size - self._dropped, os.POSIX_FADV_DONTNEED)
-            self._dropped = self.size
+        self._behind.advance(self.size)
 
     def drop_unhashed(self) -> None:
         """Cut the part back to what was hashed (bytes written by another process after it)."""
         self._file.flush()
+        self._behind.pause()
         self._file.truncate(self.size)
-        self._dropped = min(self._dropped, self.size)
+        self._behind.truncated(self.size)
 
     def restart(self) -> None:
         """Drop what was received so far (the server sent the whole file, or something else)."""
         self._file.flush()
+        self._behind.pause()
         self._file.truncate(0)
+        self._behind.truncated(0)
         self.hasher = hashlib.sha256()
-        self.size = self._dropped = 0
+        self.size = 0
         if self.binding is not None:
             clear_origin(self.destination)  # after the truncate: never an origin for others' bytes
             self.origin = None
@@ -318,6 +314,7 @@ class PartFile:
                 f"download of {self.destination.name}: got {self.size} bytes, "
                 f"expected {expected_size}; the partial file was removed"
             )
+        self._behind.settle()  # raises what a background flush met
         os.fsync(self._file.fileno())
         os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # all clean now
         digest = self.hasher.hexdigest()
@@ -345,6 +342,7 @@ class PartFile:
     def close(self) -> None:
         """Release the lock and keep the part file for a later resume."""
         if not self._file.closed:
+            self._behind.close()
             self._file.flush()
             self._file.close()
 
