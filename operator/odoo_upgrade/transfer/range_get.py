@@ -29,9 +29,11 @@ from odoo_upgrade.transfer.errors import RemoteRefused, TransferError
 from odoo_upgrade.transfer.http_connection import unopened_connection
 from odoo_upgrade.transfer.part_file import PartFile
 
-# 4 MiB per write and hash: per-buffer Python work is negligible, and the buffer is the only
-# large allocation (it is reused for the whole body).
-BUFFER_SIZE: Final = 4 * 1024 * 1024
+# 256 KiB per write and hash: small enough that the bytes just received are still in the CPU's
+# cache when they are written and hashed (10-14 % faster than 4 MiB buffers at 512 MiB,
+# bench/README.md), large enough that per-buffer Python work is negligible. It is reused for
+# the whole body.
+BUFFER_SIZE: Final = 256 * 1024
 # Longest silence tolerated while waiting for the answer or the next bytes of the body.
 READ_TIMEOUT: Final = 120.0
 MAX_REDIRECTS: Final = 20
