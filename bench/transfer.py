@@ -194,7 +194,14 @@ class TreeRss:
         self._thread.join()
 
 
+def quiet_disk() -> None:
+    """Write back what earlier runs left dirty, so that no run pays for another's bytes (a
+    durable download's fsync would, the page-cache-only reference tools would not)."""
+    os.sync()
+
+
 def run_ours(tool: str, job: dict[str, Any], size: int) -> Measure:
+    quiet_disk()
     result = subprocess.run(
         [sys.executable, __file__, "--child"],
         input=json.dumps(job),
@@ -215,6 +222,7 @@ def run_ours(tool: str, job: dict[str, Any], size: int) -> Measure:
 
 def run_tool(tool: str, args: list[str], size: int, stdin: str | None = None) -> Measure:
     """Wall time of a whole reference process: what its user waits for (start-up is ms)."""
+    quiet_disk()
     started = time.perf_counter()
     result = subprocess.run(args, input=stdin, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
