@@ -152,7 +152,7 @@ def check(
             f"(pg_dump {source.client_version}), {source.size_bytes} bytes"
         )
         if dump_destination is not None:
-            check_dump_destination(dump_destination)
+            check_dump_destination(dump_destination, token=token)
         details["source"] = {
             "database": source.database,
             "serverVersion": source.server_version,
@@ -183,12 +183,15 @@ def check(
 # -- dump -----------------------------------------------------------------------------------
 
 
-def dump(secret_dir: Path, database: str, destination: Path) -> MoverResult:
-    """pg_dump `database` to `destination` (its directory made if needed; never over a file)."""
+def dump(secret_dir: Path, database: str, destination: Path, token: str | None) -> MoverResult:
+    """pg_dump `database` to `destination` (its directory made if needed; never over a file
+    but the one `token`'s resource published before a crash)."""
     settings = connection(secret_dir, SOURCE_FIELDS.secret)
     destination.parent.mkdir(parents=True, exist_ok=True)
     click.echo(f"dump: database {database!r} on {settings.address} to {destination}")
-    result = dump_database(settings, database, destination, progress=ProgressPrinter("dump"))
+    result = dump_database(
+        settings, database, destination, progress=ProgressPrinter("dump"), token=token
+    )
     click.echo(ProgressLine("dump", result.bytes, result.bytes).render())
     return MoverResult(
         True,
@@ -318,10 +321,17 @@ def check_command(
 @click.option("--secret-dir", required=True, type=DIRECTORY, help=CONNECTION_DIR_HELP)
 @click.option("--database", required=True, help="The database to dump.")
 @click.option("--destination", required=True, type=FILE, help="The dump file (must not exist).")
+@click.option(
+    "--token",
+    help="Identifies this dump across attempts (the resource's uid): a rerun recognises the "
+    "file it published.",
+)
 @TERMINATION_LOG
-def dump_command(secret_dir: Path, database: str, destination: Path, termination_log: Path) -> None:
+def dump_command(
+    secret_dir: Path, database: str, destination: Path, token: str | None, termination_log: Path
+) -> None:
     """Dump a live database (pg_dump custom format, no owners) to a new file."""
-    report(termination_log, lambda: dump(secret_dir, database, destination))
+    report(termination_log, lambda: dump(secret_dir, database, destination, token))
 
 
 @click.command("restore")

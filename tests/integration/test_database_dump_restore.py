@@ -15,6 +15,7 @@ from odoo_upgrade.database import (
     RestoreTargetExists,
     RestoreVerificationFailed,
     build_filestore,
+    check_dump_destination,
     check_restore_target,
     check_source,
     dump_database,
@@ -132,6 +133,37 @@ def test_dump_never_overwrites_an_existing_file(
     assert raised.value.reason == "DumpDestinationExists" and raised.value.field == "source.path"
     assert existing.read_bytes() == b"yesterday's dump"
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["acme.dump"]
+
+
+def test_a_dump_published_but_not_recorded_is_recognised_by_its_resource_only(
+    app_settings: ConnectionSettings, odoo_database: OdooDatabase, tmp_path: Path
+) -> None:
+    # A dump Job killed between publishing the file and writing its result leaves the file:
+    # the next attempt of the same resource (its uid as token) finds its own dump; another
+    # resource, or a file without a receipt, is refused as before.
+    dump = tmp_path / "acme.dump"
+    first = dump_database(app_settings, odoo_database.name, dump, token="uid-7")
+    written = dump.stat().st_mtime_ns
+
+    check_dump_destination(dump, token="uid-7")
+    again = dump_database(app_settings, odoo_database.name, dump, token="uid-7")
+
+    assert (again.bytes, again.sha256, again.server_version) == (
+        first.bytes,
+        first.sha256,
+        first.server_version,
+    )
+    assert dump.stat().st_mtime_ns == written  # adopted, not dumped again
+    with pytest.raises(DumpDestinationExists):
+        check_dump_destination(dump, token="uid-8")
+    with pytest.raises(DumpDestinationExists):
+        dump_database(app_settings, odoo_database.name, dump, token="uid-8")
+    copied = tmp_path / "copied" / "acme.dump"
+    copied.parent.mkdir()
+    copied.write_bytes(dump.read_bytes())  # the same bytes, but no receipt of this resource
+    with pytest.raises(DumpDestinationExists):
+        dump_database(app_settings, odoo_database.name, copied, token="uid-7")
+    assert dump.stat().st_mtime_ns == written and copied.read_bytes() == dump.read_bytes()
 
 
 @pytest.mark.parametrize("fmt", ["custom", "directory", "plain", "gzip", "zip"])

@@ -246,6 +246,7 @@ def test_dump_writes_the_source_claim() -> None:
     assert mounts["/data/source"]["readOnly"] is False
     args = pod(job)["containers"][0]["command"]
     assert args[args.index("--destination") + 1] == "/data/source/dumps/acme.dump"
+    assert args[args.index("--token") + 1] == "0b1c-uid"  # a rerun recognises its own dump
 
 
 def test_restore_reads_the_download_and_writes_the_filestore_claim() -> None:

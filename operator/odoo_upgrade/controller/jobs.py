@@ -434,6 +434,8 @@ def dump_job_spec(owner: Owner, spec: UpgradeSpec) -> dict[str, Any]:
         spec.source_database.name,
         "--destination",
         posixpath.join(SOURCE_MOUNT, spec.source.path),
+        "--token",
+        owner.uid,
     ]
     return parts.job(owner, Direction.DUMP, args)
 

@@ -4,6 +4,10 @@ The part file is hashed while written, fsynced and published under the final nam
 that name is still free (`transfer.part_file`: never over an existing file), with
 `<name>.sha256` beside it. A part left by a crashed run is started over. Memory use is one
 read buffer, whatever the database's size.
+
+Given a `token` (the resource's uid), the dump is bound to it like a download to its request
+(`transfer.binding`): a receipt is written before the rename, and a rerun after a crash
+between the rename and the result recognises the file as its own instead of refusing it.
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from odoo_upgrade.database.preflight import check_source
 from odoo_upgrade.database.server import DatabaseServer
 from odoo_upgrade.database.tools import ClientTools, find_client_tools
 from odoo_upgrade.transfer import ProgressCallback
+from odoo_upgrade.transfer.binding import DownloadBinding
 from odoo_upgrade.transfer.errors import DestinationExists, TransferError
-from odoo_upgrade.transfer.part_file import PartFile, refuse_existing
+from odoo_upgrade.transfer.part_file import PartFile, published_download, refuse_existing
+from odoo_upgrade.transfer.results import TransferResult
 
 READ_BLOCK = 1024 * 1024
+PG_DUMP_SOURCE = "pg_dump"  # the "source" a dump's receipt names (a download's is its URL)
 
 
 @dataclass(frozen=True)
@@ -65,18 +72,39 @@ def _refuse_existing(destination: Path, path_field: str) -> None:
         )
 
 
-def check_dump_destination(destination: str | Path, *, path_field: str = "source.path") -> None:
-    """The pre-flight rule of a dump's file: nothing exists under its name yet."""
+def _binding(token: str | None) -> DownloadBinding | None:
+    return None if token is None else DownloadBinding(f"dump:{token}")
+
+
+def _published_dump(destination: Path, token: str | None, path_field: str) -> TransferResult | None:
+    """The dump `token`'s resource already published at `destination` (its receipt and bytes
+    match), else None. Blocking: hashes the file."""
+    binding = _binding(token)
+    if binding is None:
+        return None
     try:
-        refuse_existing(Path(destination))
+        return published_download(destination, binding)
+    except DestinationExists:  # a `.sha256` beside it describes other bytes
+        raise _exists_already(destination, path_field) from None
+
+
+def check_dump_destination(
+    destination: str | Path, *, path_field: str = "source.path", token: str | None = None
+) -> None:
+    """The pre-flight rule of a dump's file: nothing exists under its name yet, or it is the
+    dump `token`'s resource published before a crash."""
+    target = Path(destination)
+    try:
+        refuse_existing(target)
     except DestinationExists:
-        raise _exists_already(Path(destination), path_field) from None
+        if _published_dump(target, token, path_field) is None:
+            raise _exists_already(target, path_field) from None
 
 
-def _open_part(destination: Path, path_field: str) -> PartFile:
+def _open_part(destination: Path, path_field: str, token: str | None) -> PartFile:
     _refuse_existing(destination, path_field)
     try:
-        part = PartFile.open(destination)
+        part = PartFile.open(destination, binding=_binding(token), source=PG_DUMP_SOURCE)
     except DestinationExists:
         raise _exists_already(destination, path_field) from None
     except TransferError as exc:  # another dump to the same file holds its part's lock
@@ -96,20 +124,28 @@ def dump_database(
     fields: DatabaseFields = SOURCE_FIELDS,
     path_field: str = "source.path",
     hint: str = CLIENT_IMAGE_HINT,
+    token: str | None = None,
 ) -> DumpResult:
     """Dump `database` to `destination` (custom format, no owners); blocking.
 
-    Refuses an existing `destination` before connecting, then checks (reachable,
-    credentials, database present, pg_dump new enough). `progress(bytes_written, total)`
-    after each block, where `total` is the size of the database's table data: an estimate
-    (pg_dump compresses, so the dump usually ends below it). On failure nothing is left:
-    no part file, no final file.
+    Refuses an existing `destination` before connecting (unless it is the dump `token`'s
+    resource published before a crash: then, after the checks, its result is returned and
+    nothing is dumped again), then checks (reachable, credentials, database present, pg_dump
+    new enough). `progress(bytes_written, total)` after each block, where `total` is the size
+    of the database's table data: an estimate (pg_dump compresses, so the dump usually ends
+    below it). On failure nothing is left: no part file, no final file.
     """
     target = Path(destination)
-    _refuse_existing(target, path_field)
+    published = _published_dump(target, token, path_field) if target.is_file() else None
+    if published is None:
+        _refuse_existing(target, path_field)
     tools = tools or find_client_tools(hint=hint)
     checked = check_source(settings, database, tools=tools, fields=fields, hint=hint)
-    part = _open_part(target, path_field)
+    if published is not None:
+        return DumpResult(
+            target, database, published.bytes, published.sha256, checked.server_version
+        )
+    part = _open_part(target, path_field, token)
     try:
         with DatabaseServer(settings, tools=tools, fields=fields) as server:
             _run_pg_dump(server, database, part, checked.data_bytes, progress)
