@@ -24,8 +24,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from odoo_upgrade.controller import metrics, settings
+from odoo_upgrade.controller.conditions import now_rfc3339
 from odoo_upgrade.controller.flow import reconcile
-from odoo_upgrade.controller.outcomes import Finished, Waiting
+from odoo_upgrade.controller.outcomes import Again, Finished, Waiting
 from odoo_upgrade.controller.resource import Upgrade
 from odoo_upgrade.emulator.dumps import NOT_A_DUMP_MESSAGE
 from odoo_upgrade.platform import PlatformError
@@ -91,9 +92,12 @@ class Run:
             self.waits.append(str(waiting))
             return None
         await self.cluster.settle()
-        platform = self.cluster.upgrades.get((NS, NAME), {}).get("status", {}).get("platform")
+        status = self.cluster.upgrades.get((NS, NAME), {}).get("status", {})
+        platform = status.get("platform")
         if platform and platform.get("lastCheckTime"):
             platform["lastCheckTime"] = "2000-01-01T00:00:00Z"
+        if status.get("processRequestedAt"):  # the first poll waits an interval after it
+            status["processRequestedAt"] = "2000-01-01T00:00:00Z"
         return result if isinstance(result, Finished) else None
 
     async def until(self, done: Callable[[dict[str, Any]], bool], passes: int = 80) -> None:
@@ -394,6 +398,33 @@ async def test_every_platform_state_is_mirrored_and_announced(
     assert [s for s in seen if s != "pending"] == ["processing", "testing", "done"], seen
     announced = [m for _, r, m in run.events if r == "PlatformState"]
     assert any("testing -> done" in m for m in announced), announced
+
+
+async def test_polls_are_a_poll_interval_apart_however_long_a_pass_takes(
+    tmp_path: Path, allow: Callable[..., None]
+) -> None:
+    # pollInterval runs from `process` to the first poll and from one poll's start to the
+    # next: a pass woken early (a mover Job changed) does not poll, and a slow status answer
+    # (a loaded platform or API server) does not stretch the interval by its own length.
+    latency = 1.0
+    with RunningEmulator(tmp_path / "slow", process_seconds=120, latency=latency) as slow:
+        allow(slow.url)
+        run = Run(FakeCluster(tmp_path / "cluster"), slow)
+        prepare(run, spec=spec_for(slow))
+        await run.until(lambda s: any(c["type"] == "Processed" for c in s.get("conditions", [])))
+        assert run.status.get("platform", {}).get("state") is None  # not polled yet
+        polled = len(slow.calls("status"))
+        stored = run.cluster.upgrades[(NS, NAME)]["status"]
+        stored["processRequestedAt"] = now_rfc3339()  # `process` was just asked (run.step aged it)
+
+        early = await reconcile(run.handle())
+        assert isinstance(early, Again) and 0 < early.after <= 5.0
+        assert len(slow.calls("status")) == polled  # too early: no status call
+
+        stored["processRequestedAt"] = "2000-01-01T00:00:00Z"  # the interval has passed
+        result = await reconcile(run.handle())
+        assert len(slow.calls("status")) == polled + 1
+        assert isinstance(result, Again) and result.after <= 5.0 - latency + 0.05, result
 
 
 async def test_delivered_after_skip_test_counts_as_upgraded(run: Run) -> None:

@@ -215,19 +215,23 @@ async def start_processing(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
 
 
 async def poll_platform(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
-    """Every `pollInterval`: mirror the platform's status; Event on a state change."""
+    """Every `pollInterval`, counted from `process` and then from the start of each poll (a
+    slow answer or status patch does not stretch it): mirror the platform's status; Event on
+    a state change."""
     states = states_of(spec.platform_api)
     platform = dict(upgrade.status.get("platform") or {})
     previous = platform.get("state")
-    since = seconds_since(platform.get("lastCheckTime"))
+    since = seconds_since(platform.get("lastCheckTime") or upgrade.status.get("processRequestedAt"))
     if since is not None and since < spec.poll_interval and not states.is_final(previous):
-        return Again(spec.poll_interval - since)
+        return Again(spec.poll_interval - since)  # woken early (a mover Job changed)
     state, why = previous, platform.get("customerMessage") or platform.get("reason")
+    started = time.monotonic()
     if not states.is_final(previous):
         ref = ref_of(await stored_request(upgrade))
+        checked_at = cond.now_rfc3339()
         current = await upgrade.platform_call(spec, "status", lambda p: p.status(ref))
         state, why = current.state, current.message
-        mirrored = platform_status(current, cond.now_rfc3339())
+        mirrored = platform_status(current, checked_at)
         if current.state_class is StateClass.SUCCEEDED:  # one patch: the mirror and the phase
             message = f"upgraded dump ready on the platform (state {state})"
             await upgrade.patch_status(
@@ -269,7 +273,7 @@ async def poll_platform(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
                 message=message,
             )
         return NOW
-    return Again(spec.poll_interval)
+    return Again(max(0.0, spec.poll_interval - (time.monotonic() - started)))
 
 
 async def read_platform_log(
