@@ -34,6 +34,8 @@ from odoo_upgrade.transfer.part_file import PartFile
 # bench/README.md), large enough that per-buffer Python work is negligible. It is reused for
 # the whole body.
 BUFFER_SIZE: Final = 256 * 1024
+# Progress every 4 MiB: each report wakes the event loop's thread.
+REPORT_EVERY: Final = 4 * 1024 * 1024
 # Longest silence tolerated while waiting for the answer or the next bytes of the body.
 READ_TIMEOUT: Final = 120.0
 MAX_REDIRECTS: Final = 20
@@ -239,6 +241,7 @@ class RangeGet:
         view = memoryview(bytearray(BUFFER_SIZE))
         read_into = _body_reader(response)
         filled = 0
+        reported = self.part.size
         dropped: Exception | None = None
         try:
             while not self._aborted.is_set():
@@ -253,7 +256,9 @@ class RangeGet:
                 if filled == BUFFER_SIZE:
                     self.part.append(view)
                     filled = 0
-                    self.report(self.part.size, self._total)
+                    if self.part.size - reported >= REPORT_EVERY:
+                        reported = self.part.size
+                        self.report(reported, self._total)
         finally:
             # Keep every byte received, also when the connection dropped mid-buffer.
             if filled:
