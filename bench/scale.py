@@ -56,6 +56,7 @@ sys.path[:0] = [str(REPO), str(REPO / "operator")]
 
 from tests.chaos.reliability_doc import machine_line, replace_section, utc_stamp  # noqa: E402
 from tests.harness.cluster import find_binaries, start_cluster  # noqa: E402
+from tests.harness.kubectl import kubectl  # noqa: E402
 from tests.harness.local_cluster import LocalCluster  # noqa: E402
 from tests.support.emulator import RunningEmulator  # noqa: E402
 from tests.support.operator import RunningOperator  # noqa: E402
@@ -410,10 +411,15 @@ def measure(options: argparse.Namespace) -> list[ScaleResult]:
                     # Deleted while their operator runs: it releases the finalizers now. Left
                     # to the next batch's operator, that work (and its API requests) fell into
                     # the next batch's figures, and its namespace stayed Terminating.
-                    kube.run(
+                    deleting = time.monotonic()
+                    kubectl(
                         "delete", RESOURCE, "--all", "-n", ns.name, f"--timeout={timeout}s",
-                        check=False,
+                        kubeconfig=cluster.kubeconfig, check=False, timeout=timeout + 30,
                     )  # fmt: skip
+                    print(
+                        f"batch of {size}: deleted in {time.monotonic() - deleting:.0f} s",
+                        file=sys.stderr,
+                    )
                     operator.stop()
                     ns.delete()
                 result = batch_figures(
