@@ -136,7 +136,7 @@ def dump_database(
     below it). On failure nothing is left: no part file, no final file.
     """
     target = Path(destination)
-    published = _published_dump(target, token, path_field) if target.is_file() else None
+    published = _published_dump(target, token, path_field)
     if published is None:
         _refuse_existing(target, path_field)
     tools = tools or find_client_tools(hint=hint)

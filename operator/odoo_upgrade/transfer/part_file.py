@@ -267,8 +267,8 @@ class PartFile:
         self._behind.advance(self.size)
 
     def absorb(self, upto: int | None = None) -> None:
-        """Hash what another process (OpenSSH's sftp, pg_dump) wrote to the part, up to
-        `upto` (default: its end), and flush it behind as `append` does.
+        """Hash what another process (OpenSSH's sftp) wrote to the part, up to `upto`
+        (default: its end), and flush it behind as `append` does.
 
         Hashed straight from the page cache (mmap, no copy), 1 MiB at a time so that each
         slice is hashed while in the CPU cache.
@@ -285,22 +285,23 @@ class PartFile:
 
     def drop_unhashed(self) -> None:
         """Cut the part back to what was hashed (bytes written by another process after it)."""
-        self._file.flush()
-        self._behind.pause()
-        self._file.truncate(self.size)
-        self._behind.truncated(self.size)
+        self._cut(self.size)
 
     def restart(self) -> None:
         """Drop what was received so far (the server sent the whole file, or something else)."""
-        self._file.flush()
-        self._behind.pause()
-        self._file.truncate(0)
-        self._behind.truncated(0)
+        self._cut(0)
         self.hasher = hashlib.sha256()
         self.size = 0
         if self.binding is not None:
             clear_origin(self.destination)  # after the truncate: never an origin for others' bytes
             self.origin = None
+
+    def _cut(self, size: int) -> None:
+        """Truncate the part to `size` bytes, with no background flush running meanwhile."""
+        self._file.flush()
+        self._behind.pause()
+        self._file.truncate(size)
+        self._behind.truncated(size)
 
     def finish(self, expected_size: int | None, *, attempts: int = 1) -> str:
         """Check the size, fsync, publish under the final name, write `.sha256`; return hex.

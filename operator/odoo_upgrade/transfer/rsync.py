@@ -676,10 +676,6 @@ def _publish_set(
     rename_noreplace(part, final)
     fsync_directory(final.parent)
     log.info("download: %d files (%d bytes) published in %s", len(listed), total, final)
-
-    def present(name: str) -> Path | None:
-        return final / name if (final / name).exists() else None
-
     return _downloaded_set(final, len(listed), total, dump_name, sums_digest, runs)
 
 
