@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian tools that tests and benchmarks call as real peers: curl, jq, rsync, the
-# OpenSSH client (ssh, sftp, ssh-keygen) and server (sshd, for bench/transfer.py), PostgreSQL
+# OpenSSH client (ssh, sftp, ssh-keygen) and server (sshd, for bench/transfer.py), openssl (its
+# s_server is bench/transfer.py's TLS peer), PostgreSQL
 # (server for the test harness, client tools pg_dump/pg_restore/psql for the dump and restore
 # movers). Only runs apt-get when something is missing.
 set -euo pipefail
@@ -17,6 +18,7 @@ command -v psql >/dev/null || missing+=(postgresql-client)
 command -v ssh >/dev/null || missing+=(openssh-client)
 command -v rsync >/dev/null || missing+=(rsync)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
