@@ -57,13 +57,20 @@ def restore_token(platform_url: str, request_id: int) -> str:
     return f"odoo-upgrade run {platform_url.rstrip('/')} request {request_id}"
 
 
-def preflight(options: DatabaseOptions, dump: Path, say: Say) -> None:
+def dump_token(state_file: Path) -> str:
+    """Names this run's dump across reruns (its state file is the run): a rerun killed
+    between the dump's rename and the state file's record recognises the dump it made."""
+    return f"odoo-upgrade run {state_file.resolve()}"
+
+
+def preflight(options: DatabaseOptions, dump: Path, token: str, say: Say) -> None:
     """Before any dump or `create`: the source answers and pg_dump is new enough, the dump
-    file is free, the restore target does not exist, the filestores are as they must be."""
+    file is free (or this run's own, `token`), the restore target does not exist, the
+    filestores are as they must be."""
     if options.source is not None:
         source = check_source(options.settings, options.source, fields=SOURCE_FLAGS,
                               hint=CLIENT_HINT)  # fmt: skip
-        check_dump_destination(dump, path_field=DUMP_FLAG)
+        check_dump_destination(dump, path_field=DUMP_FLAG, token=token)
         say(
             f"database {source.database!r} on {options.settings.address}: PostgreSQL "
             f"{source.server_version}, pg_dump {source.client_version}"
@@ -78,13 +85,17 @@ def preflight(options: DatabaseOptions, dump: Path, say: Say) -> None:
 
 
 def dump_source(
-    options: DatabaseOptions, dump: Path, progress: Callable[[int, int | None], None]
+    options: DatabaseOptions,
+    dump: Path,
+    token: str,
+    progress: Callable[[int, int | None], None],
 ) -> DumpResult:
-    """`pg_dump --format=custom --no-owner` of the source to `dump` (never over a file)."""
+    """`pg_dump --format=custom --no-owner` of the source to `dump` (never over a file but
+    this run's own dump, `token`, published before a kill: that one is returned as is)."""
     assert options.source is not None
     return dump_database(
         options.settings, options.source, dump, progress=progress, fields=SOURCE_FLAGS,
-        path_field=DUMP_FLAG, hint=CLIENT_HINT,
+        path_field=DUMP_FLAG, hint=CLIENT_HINT, token=token,
     )  # fmt: skip
 
 

@@ -60,6 +60,7 @@ from odoo_upgrade.request.upgraded import (
 from odoo_upgrade.run_database import (
     DatabaseOptions,
     dump_source,
+    dump_token,
     preflight,
     restore_token,
     restore_upgraded,
@@ -242,7 +243,7 @@ async def _run_locked(options: RunOptions, say: Say) -> RunSummary:
         if dumped is not None:
             check_dump_matches(dumped, options)
             say(f"continuing after the dump of database {dumped.database!r} (no request yet)")
-        check_first_run(options, dumped=dumped)
+        check_first_run(options)
     checked = False
 
     client = open_platform(options.api, options.platform_url)
@@ -322,7 +323,7 @@ def check_options(options: RunOptions) -> None:
         )
 
 
-def check_first_run(options: RunOptions, *, dumped: DumpRecord | None = None) -> None:
+def check_first_run(options: RunOptions) -> None:
     """Refuse before `create` whatever would fail later: a request costs the customer.
 
     With `--database` the dump is made first (the pre-flight step checks the database)."""
@@ -337,11 +338,8 @@ def check_first_run(options: RunOptions, *, dumped: DumpRecord | None = None) ->
         raise RunRefused(
             f"--dump {options.dump}: not a readable file nor a directory-format dump (toc.dat)"
         )
-    if dumping and dumped is None and os.path.lexists(options.dump):
-        raise RunRefused(
-            f"--dump {options.dump} exists already; with --database the dump is written there "
-            "and never over a file (move it away or pass another --dump)"
-        )
+    # With --database, an existing --dump is refused by the pre-flight step (before any dump or
+    # `create`), unless it is this run's own dump published before a kill (run_database).
     if options.output.exists() or options.output.is_symlink():
         raise RunRefused(
             f"--output {options.output} exists already; it is never overwritten "
@@ -456,7 +454,8 @@ async def check_databases(options: RunOptions, say: Say) -> None:
     """Pre-flight (with --database / --restore-name): before any dump or `create`."""
     assert options.databases is not None
     databases = options.databases
-    await asyncio.to_thread(preflight, databases, options.dump, say)
+    token = dump_token(options.state_file)
+    await asyncio.to_thread(preflight, databases, options.dump, token, say)
 
 
 async def dump_database_first(options: RunOptions, say: Say) -> DumpRecord:
@@ -465,7 +464,10 @@ async def dump_database_first(options: RunOptions, say: Say) -> DumpRecord:
     databases = options.databases
     say(f"dumping database {databases.source!r} to {options.dump}")
     progress = TransferProgress("dump", enabled=options.show_progress)
-    result = await run_in_daemon_thread(lambda: dump_source(databases, options.dump, progress))
+    token = dump_token(options.state_file)
+    result = await run_in_daemon_thread(
+        lambda: dump_source(databases, options.dump, token, progress)
+    )
     progress.finish()
     record = DumpRecord(
         database=result.database,

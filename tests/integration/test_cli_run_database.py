@@ -159,6 +159,39 @@ def test_a_run_stopped_after_the_dump_continues_with_that_dump_and_one_request(
     assert state(workdir)["dump_sha256"] == json.loads(second.stdout)["database"]["dump_sha256"]
 
 
+def test_a_run_killed_between_its_dump_and_its_record_recognises_its_own_dump(
+    emulator: RunningEmulator,
+    postgres: PostgresServer,
+    odoo_database: OdooDatabase,
+    workdir: Path,
+    contract_file: Path,
+    tmp_path: Path,
+) -> None:
+    # A run killed after the dump's rename but before the state file recorded it leaves the
+    # dump and no state file. The rerun (the same state file) recognises its own dump by the
+    # receipt beside it; a run with another state file is refused (as a file without a receipt
+    # is: tests/integration/test_database_dump_restore.py).
+    wrong = tmp_path / "wrong-contract"
+    wrong.write_text("M000000-wrong\n")
+    env = pg_env(emulator, postgres)
+    assert run_cli(database_args(odoo_database, workdir, wrong), env).returncode == 1
+    dump = workdir / "acme.dump"
+    dumped = dump.stat()
+    (workdir / "acme.dump.odoo-upgrade.json").unlink()  # as if killed before the record
+
+    other = run_cli(
+        database_args(odoo_database, workdir, contract_file, "--state-file", str(tmp_path / "x")),
+        env,
+    )
+    assert other.returncode != 0 and "--dump" in other.stderr and "exists" in other.stderr
+    again = run_cli(database_args(odoo_database, workdir, contract_file), env)
+
+    assert again.returncode == 0, again.stderr
+    assert dump.stat().st_mtime_ns == dumped.st_mtime_ns  # not dumped again
+    assert state(workdir)["dump_sha256"] == json.loads(again.stdout)["database"]["dump_sha256"]
+    assert [c["ok"] for c in emulator.calls("create")] == [False, True]
+
+
 @pytest.mark.parametrize(
     ("breakage", "flag"),
     [
