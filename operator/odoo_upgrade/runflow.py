@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import fcntl
 import functools
-import hashlib
 import logging
 import os
 import threading
@@ -85,6 +84,7 @@ from odoo_upgrade.transfer import (
     upload_https,
     upload_sftp,
 )
+from odoo_upgrade.transfer.file_digest import file_sha256
 from odoo_upgrade.transfer.rsync import verified_set
 from odoo_upgrade.transfer.rsync_window import download_through_window, upload_through_window
 
@@ -804,14 +804,6 @@ async def download_upgraded_set(
         dump=dump,
         transport=Transport.RSYNC,
     )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def record_download(

@@ -33,10 +33,10 @@ from odoo_upgrade.transfer.binding import (
     write_receipt,
 )
 from odoo_upgrade.transfer.errors import DestinationExists, SizeMismatch, TransferError
+from odoo_upgrade.transfer.file_digest import HASH_BLOCK, file_digest
 from odoo_upgrade.transfer.results import TransferResult
 from odoo_upgrade.transfer.write_behind import WriteBehind
 
-HASH_BLOCK = 4 * 1024 * 1024
 # absorb(): hashed per slice while in the CPU cache.
 ABSORB_SLICE = 1024 * 1024
 MAP_WINDOW = 16 * 1024 * 1024
@@ -354,16 +354,6 @@ class PartFile:
             clear_origin(self.destination)
 
 
-def _file_sha256(path: Path) -> tuple[int, str]:
-    hasher = hashlib.sha256()
-    size = 0
-    with open(path, "rb", buffering=0) as file:
-        while block := file.read(HASH_BLOCK):
-            hasher.update(block)
-            size += len(block)
-    return size, hasher.hexdigest()
-
-
 def published_download(
     destination: str | os.PathLike[str], binding: DownloadBinding
 ) -> TransferResult | None:
@@ -379,7 +369,7 @@ def published_download(
     receipt = read_receipt(dest)
     if receipt is None or receipt.request_id != str(binding.request_id) or not dest.is_file():
         return None
-    if _file_sha256(dest) != (receipt.bytes, receipt.sha256):
+    if file_digest(dest) != (receipt.bytes, receipt.sha256):
         return None
     write_checksum_file(dest, receipt.sha256)
     part = part_path(dest)

@@ -48,6 +48,7 @@ from odoo_upgrade.transfer.errors import (
     TransferError,
     TransferUnavailable,
 )
+from odoo_upgrade.transfer.file_digest import file_sha256
 from odoo_upgrade.transfer.part_file import fsync_directory, refuse_existing
 from odoo_upgrade.transfer.results import ProgressCallback
 from odoo_upgrade.transfer.ssh_keys import fingerprint
@@ -62,7 +63,6 @@ CONNECT_TIMEOUT = 15
 IO_TIMEOUT = 300
 BACKOFF = RetryPolicy(attempts=1_000, base_delay=0.5, max_delay=8.0)
 STDERR_LINES = 40
-HASH_BLOCK = 4 * 1024 * 1024
 _PROGRESS = re.compile(rb"^\s*(\d+)\s+(\d+)%")
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
 # rsync exit codes after which the same transfer may succeed (drops, timeouts, signals).
@@ -365,22 +365,6 @@ def _files(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-class _Stopped(Exception):
-    """Hashing was stopped because the transfer it went with failed."""
-
-
-def _sha256(path: Path, *, fsync: bool = False, stop: threading.Event | None = None) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(HASH_BLOCK):
-            if stop is not None and stop.is_set():
-                raise _Stopped
-            digest.update(block)
-        if fsync:
-            os.fsync(stream.fileno())
-    return digest.hexdigest()
-
-
 def sha256sums_line(sha256_hex: str, relative: str) -> str:
     """One line of `sha256sum` output (names with a newline or backslash escaped like it)."""
     if "\\" in relative or "\n" in relative or "\r" in relative:
@@ -395,7 +379,7 @@ def sha256sums_text(root: Path, *, fsync: bool = False) -> str:
     for path in _files(root):
         relative = path.relative_to(root).as_posix()
         if relative != SHA256SUMS:
-            lines.append(sha256sums_line(_sha256(path, fsync=fsync), relative))
+            lines.append(sha256sums_line(file_sha256(path, fsync=fsync), relative))
     return "".join(lines)
 
 
@@ -412,11 +396,11 @@ def _upload_digest(source: Path, stop: threading.Event) -> str:
     """sha256 of a file; of a directory, the sha256 of its SHA256SUMS text. Hashed while
     rsync sends; `stop` ends it early when the upload failed."""
     if source.is_file():
-        return _sha256(source, stop=stop)
+        return file_sha256(source, stop=stop)
     lines = []
     for path in _files(source):
         relative = path.relative_to(source).as_posix()
-        lines.append(sha256sums_line(_sha256(path, stop=stop), relative))
+        lines.append(sha256sums_line(file_sha256(path, stop=stop), relative))
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
@@ -721,7 +705,7 @@ def verified_set(directory: Path) -> tuple[int, str, int] | None:
     total = 0
     for name, digest in listed.items():
         path = directory / name
-        if _sha256(path) != digest:
+        if file_sha256(path) != digest:
             return None
         total += path.stat().st_size
     return total, hashlib.sha256(text.encode()).hexdigest(), len(listed)
