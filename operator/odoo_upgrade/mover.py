@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from odoo_upgrade import __version__
 from odoo_upgrade.cli import LazyGroup
 from odoo_upgrade.platform import PlatformError, PlatformFailure
 from odoo_upgrade.platform.apis import insecure_hosts_named_by
@@ -36,6 +37,7 @@ from odoo_upgrade.platform.upgrade_request import UpgradeRequestClient
 from odoo_upgrade.platform.v1 import DatabaseV1
 from odoo_upgrade.redact import install_log_redaction, redact, register_secret
 from odoo_upgrade.request.mover_result import (
+    ARGUMENTS_REJECTED,
     DESTINATION_EXISTS,
     EXIT_PERMANENT,
     EXIT_RETRY_POD,
@@ -541,6 +543,59 @@ TERMINATION_LOG = click.option(
 )
 
 
+def _termination_log_among(args: list[str]) -> Path:
+    """The `--termination-log` among raw arguments (click could not parse them), else the
+    kubelet's default path."""
+    for index, arg in enumerate(args):
+        if arg == "--termination-log" and index + 1 < len(args):
+            return Path(args[index + 1])
+        if arg.startswith("--termination-log="):
+            return Path(arg.partition("=")[2])
+    return Path("/dev/termination-log")
+
+
+def reject_arguments(args: list[str], error: click.UsageError) -> NoReturn:
+    """Fail with a result of its own: arguments this mover does not know come from an
+    operator newer than its image, and no other pod of the same image would do better."""
+    why = error.format_message().rstrip(".")
+    message = (
+        f"the mover (version {__version__}) rejected its arguments: {why}; "
+        "is the mover image older than the operator that made the Job? Use the image of the "
+        "operator's version"
+    )
+    write_termination_message(
+        _termination_log_among(args),
+        MoverResult.failure(ARGUMENTS_REJECTED, redact(message), transient=False),
+    )
+    click.echo(f"error: {redact(message)} ({ARGUMENTS_REJECTED})", err=True)
+    sys.exit(EXIT_PERMANENT)
+
+
+class MoverCommand(click.Command):
+    """A mover direction: arguments it does not know end in a result, not only in usage text."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        raw = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            reject_arguments(raw, error)
+
+
+class MoverGroup(LazyGroup):
+    """The mover's directions; a direction it does not have is rejected the same way."""
+
+    command_class = MoverCommand
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as error:
+            reject_arguments(list(args), error)
+
+
 # The database directions, loaded only when invoked (odoo_upgrade.mover_database).
 DATABASE_COMMANDS = {
     "check": (
@@ -555,7 +610,7 @@ DATABASE_COMMANDS = {
 }
 
 
-@click.group("mover", cls=LazyGroup, lazy_commands=DATABASE_COMMANDS)
+@click.group("mover", cls=MoverGroup, lazy_commands=DATABASE_COMMANDS)
 def mover_group() -> None:
     """Mover Job entrypoint: move one dump between a volume and the Upgrade Platform."""
     _setup_logging()

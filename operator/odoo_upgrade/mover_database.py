@@ -41,6 +41,7 @@ from odoo_upgrade.database import (
 )
 from odoo_upgrade.mover import (
     TERMINATION_LOG,
+    MoverCommand,
     ProgressPrinter,
     classify,
     write_termination_message,
@@ -276,7 +277,7 @@ FILESTORE_PATH = click.option(
 )
 
 
-@click.command("check")
+@click.command("check", cls=MoverCommand)
 @TARGET
 @TOKEN
 @click.option("--source-secret-dir", type=DIRECTORY, help=CONNECTION_DIR_HELP)
@@ -317,7 +318,7 @@ def check_command(
     )
 
 
-@click.command("dump")
+@click.command("dump", cls=MoverCommand)
 @click.option("--secret-dir", required=True, type=DIRECTORY, help=CONNECTION_DIR_HELP)
 @click.option("--database", required=True, help="The database to dump.")
 @click.option("--destination", required=True, type=FILE, help="The dump file (must not exist).")
@@ -334,7 +335,7 @@ def dump_command(
     report(termination_log, lambda: dump(secret_dir, database, destination, token))
 
 
-@click.command("restore")
+@click.command("restore", cls=MoverCommand)
 @click.option("--secret-dir", required=True, type=DIRECTORY, help=CONNECTION_DIR_HELP)
 @click.option("--database", required=True, help="The NEW database to restore into.")
 @click.option(

@@ -540,3 +540,27 @@ def test_a_transport_of_the_other_api_is_refused_before_any_call(
     assert result["reason"] == "TransportNotOffered" and not result["transient"]
     assert f"--transport {transport}" in result["error"] and f"--api {api}" in result["error"]
     assert len(emulator.calls()) == calls
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["upload", "--platform-url", "https://upgrade.odoo.com", "--no-such-flag"],
+         "--no-such-flag"),
+        (["dump", "--token", "uid-1", "--no-such-flag"], "--no-such-flag"),
+        (["teleport"], "teleport"),
+    ],
+)  # fmt: skip
+def test_arguments_the_mover_does_not_know_fail_the_job_at_once_with_its_own_result(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    # An operator newer than its mover image passes arguments the mover does not know: no
+    # other pod would do better, and the operator must learn why from the result, not guess
+    # from a result-less pod (which it retries as transient).
+    log = tmp_path / "termination-log"
+    done = mover(*args, "--termination-log", str(log))
+    assert done.returncode == 2, done.stderr
+    result = termination(log)
+    assert result["reason"] == "MoverArgumentsRejected" and result["transient"] is False
+    assert named in result["error"] and "image" in result["error"]
+    assert named in done.stderr

@@ -39,6 +39,8 @@ NOT_READY = "NotReady"
 MOVER_CRASHED = "MoverCrashed"
 NO_RESULT = "NoResult"
 INTERRUPTED = "Interrupted"
+# The mover did not understand its arguments: an operator newer than its mover image.
+ARGUMENTS_REJECTED = "MoverArgumentsRejected"
 
 # The kubelet keeps at most 4096 bytes of a termination message.
 TERMINATION_MESSAGE_LIMIT = 4000
