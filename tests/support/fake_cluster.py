@@ -195,6 +195,16 @@ class FakeCluster:
             raise NotFound(name)
         return copy.deepcopy(self.jobs[(namespace, name)])
 
+    async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        self._call("list_jobs")
+        wanted = dict(term.split("=", 1) for term in label_selector.split(","))
+        return [
+            copy.deepcopy(job)
+            for (ns, _), job in self.jobs.items()
+            if ns == namespace
+            and all((job["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())
+        ]
+
     async def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self._call("create_job")
         name = body["metadata"]["name"]

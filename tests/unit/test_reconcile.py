@@ -11,6 +11,7 @@ No control plane is needed; each test takes a second or two.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import logging
@@ -26,6 +27,8 @@ from prometheus_client import generate_latest
 from odoo_upgrade.controller import metrics, settings
 from odoo_upgrade.controller.conditions import now_rfc3339
 from odoo_upgrade.controller.flow import reconcile
+from odoo_upgrade.controller.handlers import delete_children
+from odoo_upgrade.controller.jobs import Owner
 from odoo_upgrade.controller.outcomes import Again, Finished, Waiting
 from odoo_upgrade.controller.resource import Upgrade
 from odoo_upgrade.emulator.dumps import NOT_A_DUMP_MESSAGE
@@ -639,6 +642,26 @@ async def test_a_permanent_mover_failure_fails_at_once_with_the_platforms_failur
     assert run.ready()["reason"] == "PlatformFailure"
     assert status["failures"] == [{"reason": "STATE:INVALID", "message": "not draft"}]
     assert status.get("moverRetries") is None
+
+
+async def test_deleting_removes_the_resources_jobs_and_secret_and_nothing_else(run: Run) -> None:
+    prepare(run)
+    assert (await run.to_the_end())["phase"] == "Succeeded"
+    upgrade = run.handle()
+    owner = Owner(NAME, NS, upgrade.uid)
+    ours = {name for (ns, name) in run.cluster.jobs if ns == NS}
+    assert {f"{NAME}-upload", f"{NAME}-download"} <= ours
+    request_secrets = {key for key in run.cluster.secrets if key != (NS, "odoo-contract")}
+    assert request_secrets
+    # A Job that carries the resource's uid label but belongs to another object stays.
+    foreign = copy.deepcopy(run.cluster.jobs[(NS, f"{NAME}-upload")])
+    foreign["metadata"].update(name="not-ours", ownerReferences=[{"uid": "another"}])
+    run.cluster.jobs[(NS, "not-ours")] = foreign
+
+    await delete_children(run.cluster, owner)
+
+    assert [name for (ns, name) in run.cluster.jobs if ns == NS] == ["not-ours"]
+    assert set(run.cluster.secrets) == {(NS, "odoo-contract")}  # the user's Secret stays
 
 
 async def test_progress_comes_from_the_movers_log_and_a_stuck_pod_shows_why(run: Run) -> None:

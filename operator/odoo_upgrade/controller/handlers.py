@@ -27,7 +27,6 @@ from odoo_upgrade.controller.spec import GROUP, PLURAL, VERSION
 from odoo_upgrade.controller.wakeups import Wakeups
 from odoo_upgrade.platform.pool import PlatformPool
 from odoo_upgrade.redact import forget_secrets, redact
-from odoo_upgrade.request.mover_result import Direction
 
 FINALIZER = f"{GROUP}/finalizer"
 WORKER_LIMIT = 32
@@ -152,7 +151,5 @@ async def remove_children(
 
 async def delete_children(kube: ClusterApi, owner: Owner) -> None:
     """Delete this resource's mover Jobs and request Secret (only if they are its own)."""
-    jobs = MoverJobs(kube, owner)
-    for direction in Direction:
-        await jobs.delete(direction)
+    await MoverJobs(kube, owner).delete_all()
     await RequestSecretStore(kube, owner).delete()

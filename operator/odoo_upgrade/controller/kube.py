@@ -136,6 +136,8 @@ class ClusterApi(Protocol):
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any]: ...
 
+    async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+
     async def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
 
     async def delete_job(self, namespace: str, name: str) -> None: ...
@@ -255,6 +257,17 @@ class KubeApi:
             )
         except ApiException as error:
             raise _translate(error) from None
+
+    async def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        try:
+            found = self._plain(
+                await self._batch.list_namespaced_job(
+                    namespace, label_selector=label_selector, _request_timeout=TIMEOUT
+                )
+            )
+        except ApiException as error:
+            raise _translate(error) from None
+        return list(found.get("items") or [])
 
     async def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         try:

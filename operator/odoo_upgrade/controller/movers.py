@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from odoo_upgrade.controller.jobs import (
+    UID_LABEL,
     JobOutcome,
     Owner,
     job_outcome,
@@ -108,6 +109,13 @@ class MoverJobs:
         if pod is None:
             return None
         return parse_progress_line(await self.kube.pod_log_tail(self.owner.namespace, pod))
+
+    async def delete_all(self) -> None:
+        """Delete every mover Job of this resource (one list by its uid label, not a read
+        per direction); a Job carrying the label but owned by another object is left."""
+        for job in await self.kube.list_jobs(self.owner.namespace, f"{UID_LABEL}={self.owner.uid}"):
+            if owned_by(job, self.owner.uid):
+                await self.kube.delete_job(self.owner.namespace, job["metadata"]["name"])
 
     async def delete(self, direction: Direction, *, only_ours: bool = True) -> None:
         name = self.name(direction)
