@@ -433,7 +433,7 @@ class TlsServer:
 
 @contextlib.contextmanager
 def running_tls_server(directory: Path, workdir: Path) -> Iterator[TlsServer]:
-    cert, key = workdir / "tls.crt", workdir / "tls.key"
+    cert, key, errors = workdir / "tls.crt", workdir / "tls.key", workdir / "s_server.log"
     subprocess.run(
         [
             "openssl",
@@ -474,7 +474,7 @@ def running_tls_server(directory: Path, workdir: Path) -> Iterator[TlsServer]:
         ],
         cwd=directory,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=errors.open("wb"),  # a file: a pipe nobody reads could fill and block it
     )
     try:
         deadline = time.monotonic() + 10
@@ -482,7 +482,7 @@ def running_tls_server(directory: Path, workdir: Path) -> Iterator[TlsServer]:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
                 break
             if process.poll() is not None or time.monotonic() > deadline:
-                error = process.stderr.read().decode() if process.stderr else ""
+                error = errors.read_text(errors="replace")
                 raise SystemExit(f"openssl s_server did not start: {error[-1000:]}")
             time.sleep(0.05)
         yield TlsServer(port, cert)
