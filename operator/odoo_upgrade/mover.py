@@ -554,15 +554,24 @@ def _termination_log_among(args: list[str]) -> Path:
     return Path("/dev/termination-log")
 
 
+def _unknown_to_this_image(error: click.UsageError) -> bool:
+    """An option, command or argument this mover does not have, or one it needs that the
+    operator did not pass: the two versions disagree. A bad value (a path of the wrong type
+    on the volume) is the spec's problem, not the image's."""
+    if isinstance(error, click.MissingParameter | click.NoSuchOption | click.NoSuchCommand):
+        return True
+    return type(error) is click.UsageError  # "Got unexpected extra argument"
+
+
 def reject_arguments(args: list[str], error: click.UsageError) -> NoReturn:
-    """Fail with a result of its own: arguments this mover does not know come from an
-    operator newer than its image, and no other pod of the same image would do better."""
-    why = error.format_message().rstrip(".")
-    message = (
-        f"the mover (version {__version__}) rejected its arguments: {why}; "
-        "is the mover image older than the operator that made the Job? Use the image of the "
-        "operator's version"
-    )
+    """Fail with a result of its own, not transient: no other pod of the same image would do
+    better. Arguments this mover does not know come from an operator newer than its image."""
+    message = f"the mover rejected its arguments: {error.format_message().rstrip('.')}"
+    if _unknown_to_this_image(error):
+        message += (
+            f"; is the mover image (version {__version__}) older than the operator that made "
+            "the Job? Use the image of the operator's version"
+        )
     write_termination_message(
         _termination_log_among(args),
         MoverResult.failure(ARGUMENTS_REJECTED, redact(message), transient=False),

@@ -564,3 +564,15 @@ def test_arguments_the_mover_does_not_know_fail_the_job_at_once_with_its_own_res
     assert result["reason"] == "MoverArgumentsRejected" and result["transient"] is False
     assert named in result["error"] and "image" in result["error"]
     assert named in done.stderr
+
+
+def test_a_bad_value_is_rejected_without_blaming_the_image(tmp_path: Path) -> None:
+    # A path of the wrong type on the volume is the spec's problem: the result says what is
+    # wrong with the value and does not send the user looking for another image.
+    log = tmp_path / "termination-log"
+    done = mover("dump", "--token", "uid-1", "--destination", str(tmp_path), "--termination-log",
+                 str(log))  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    result = termination(log)
+    assert result["reason"] == "MoverArgumentsRejected" and result["transient"] is False
+    assert "is a directory" in result["error"] and "image" not in result["error"]
