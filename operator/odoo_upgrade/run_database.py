@@ -57,10 +57,16 @@ def restore_token(platform_url: str, request_id: int) -> str:
     return f"odoo-upgrade run {platform_url.rstrip('/')} request {request_id}"
 
 
-def dump_token(state_file: Path) -> str:
-    """Names this run's dump across reruns (its state file is the run): a rerun killed
-    between the dump's rename and the state file's record recognises the dump it made."""
-    return f"odoo-upgrade run {state_file.resolve()}"
+def dump_token(state_file: Path, options: DatabaseOptions) -> str:
+    """Names this run's dump (its state file, and the database it dumps) between the dump's
+    rename and its record in the state file: a rerun killed in that window recognises the
+    dump it made; another run, or another database, does not. Once recorded, the receipt is
+    forgotten (`forget_dump_receipt`)."""
+    where = options.settings
+    return (
+        f"odoo-upgrade run {state_file.resolve()} database {options.source} on "
+        f"{where.user}@{where.address}"
+    )
 
 
 def preflight(options: DatabaseOptions, dump: Path, token: str, say: Say) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from odoo_upgrade.database import forget_dump_receipt
 from odoo_upgrade.platform.apis import open_platform
 from odoo_upgrade.platform.upgrade_request_platform import UpgradeRequestPlatform
 from odoo_upgrade.platform.v1 import DatabaseV1
@@ -454,7 +455,7 @@ async def check_databases(options: RunOptions, say: Say) -> None:
     """Pre-flight (with --database / --restore-name): before any dump or `create`."""
     assert options.databases is not None
     databases = options.databases
-    token = dump_token(options.state_file)
+    token = dump_token(options.state_file, databases)
     await asyncio.to_thread(preflight, databases, options.dump, token, say)
 
 
@@ -464,7 +465,7 @@ async def dump_database_first(options: RunOptions, say: Say) -> DumpRecord:
     databases = options.databases
     say(f"dumping database {databases.source!r} to {options.dump}")
     progress = TransferProgress("dump", enabled=options.show_progress)
-    token = dump_token(options.state_file)
+    token = dump_token(options.state_file, databases)
     result = await run_in_daemon_thread(
         lambda: dump_source(databases, options.dump, token, progress)
     )
@@ -479,6 +480,7 @@ async def dump_database_first(options: RunOptions, say: Say) -> DumpRecord:
         platform_url=options.platform_url,
     )
     save_dump_record(options.state_file, record)
+    forget_dump_receipt(options.dump)  # the record names the dump from now on
     say(f"dumped {result.bytes} bytes (PostgreSQL {result.server_version}), sha256 {result.sha256}")
     return record
 

@@ -159,6 +159,21 @@ def test_a_run_stopped_after_the_dump_continues_with_that_dump_and_one_request(
     assert state(workdir)["dump_sha256"] == json.loads(second.stdout)["database"]["dump_sha256"]
 
 
+def killed_before_the_dump_record(tmp_path: Path) -> str:
+    """A PYTHONPATH entry whose sitecustomize makes the CLI die (as SIGKILL would: no cleanup)
+    the moment it would record its dump in the state file: after the dump's rename."""
+    hook = tmp_path / "kill-hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "import odoo_upgrade.runflow as runflow\n"
+        "def killed(*args, **kwargs):\n"
+        "    os._exit(137)\n"
+        "runflow.save_dump_record = killed\n"
+    )
+    return str(hook)
+
+
 def test_a_run_killed_between_its_dump_and_its_record_recognises_its_own_dump(
     emulator: RunningEmulator,
     postgres: PostgresServer,
@@ -167,29 +182,56 @@ def test_a_run_killed_between_its_dump_and_its_record_recognises_its_own_dump(
     contract_file: Path,
     tmp_path: Path,
 ) -> None:
-    # A run killed after the dump's rename but before the state file recorded it leaves the
-    # dump and no state file. The rerun (the same state file) recognises its own dump by the
-    # receipt beside it; a run with another state file is refused (as a file without a receipt
-    # is: tests/integration/test_database_dump_restore.py).
-    wrong = tmp_path / "wrong-contract"
-    wrong.write_text("M000000-wrong\n")
+    # Killed after the dump's rename but before the state file recorded it: the dump and no
+    # state file are left. The rerun (same state file, same source) recognises its own dump
+    # by the receipt beside it; a run with another state file is refused (as a file without a
+    # receipt is: tests/integration/test_database_dump_restore.py).
     env = pg_env(emulator, postgres)
-    assert run_cli(database_args(odoo_database, workdir, wrong), env).returncode == 1
+    killed = run_cli(
+        database_args(odoo_database, workdir, contract_file),
+        {**env, "PYTHONPATH": killed_before_the_dump_record(tmp_path)},
+    )
+    assert killed.returncode == 137, killed.stderr
     dump = workdir / "acme.dump"
     dumped = dump.stat()
-    (workdir / "acme.dump.odoo-upgrade.json").unlink()  # as if killed before the record
+    assert not (workdir / "acme.dump.odoo-upgrade.json").exists()
+    assert emulator.calls("create") == []
 
     other = run_cli(
         database_args(odoo_database, workdir, contract_file, "--state-file", str(tmp_path / "x")),
         env,
     )
-    assert other.returncode != 0 and "--dump" in other.stderr and "exists" in other.stderr
+    assert other.returncode == 2 and "--dump" in other.stderr and "exists" in other.stderr
     again = run_cli(database_args(odoo_database, workdir, contract_file), env)
 
     assert again.returncode == 0, again.stderr
     assert dump.stat().st_mtime_ns == dumped.st_mtime_ns  # not dumped again
     assert state(workdir)["dump_sha256"] == json.loads(again.stdout)["database"]["dump_sha256"]
-    assert [c["ok"] for c in emulator.calls("create")] == [False, True]
+    assert len(emulator.calls("create")) == 1
+
+
+def test_a_recorded_dump_is_not_adopted_again_once_its_state_file_is_gone(
+    emulator: RunningEmulator,
+    postgres: PostgresServer,
+    odoo_database: OdooDatabase,
+    workdir: Path,
+    contract_file: Path,
+    tmp_path: Path,
+) -> None:
+    # The receipt covers only the kill window between the dump's rename and its record: a
+    # user who removes the state file to start over meets the old dump refused, as before,
+    # instead of a days-old dump uploaded in silence.
+    wrong = tmp_path / "wrong-contract"
+    wrong.write_text("M000000-wrong\n")
+    env = pg_env(emulator, postgres)
+    assert run_cli(database_args(odoo_database, workdir, wrong), env).returncode == 1
+    assert state(workdir)["step"] == "dumped"
+    (workdir / "acme.dump.odoo-upgrade.json").unlink()
+
+    again = run_cli(database_args(odoo_database, workdir, contract_file), env)
+
+    assert again.returncode == 2 and "--dump" in again.stderr and "exists" in again.stderr
+    assert [c["ok"] for c in emulator.calls("create")] == [False]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,12 @@ from odoo_upgrade.database.connection import (
     settings_from_secret_dir,
     settings_from_url,
 )
-from odoo_upgrade.database.dump import DumpResult, check_dump_destination, dump_database
+from odoo_upgrade.database.dump import (
+    DumpResult,
+    check_dump_destination,
+    dump_database,
+    forget_dump_receipt,
+)
 from odoo_upgrade.database.errors import (
     CLIENT_IMAGE_HINT,
     FILESTORE_FIELDS,
@@ -124,6 +129,7 @@ __all__ = [
     "detect_dump_format",
     "dump_database",
     "find_client_tools",
+    "forget_dump_receipt",
     "in_target_series",
     "libpq_environment",
     "odoo_series",

@@ -31,7 +31,7 @@ from odoo_upgrade.database.preflight import check_source
 from odoo_upgrade.database.server import DatabaseServer
 from odoo_upgrade.database.tools import ClientTools, find_client_tools
 from odoo_upgrade.transfer import ProgressCallback
-from odoo_upgrade.transfer.binding import DownloadBinding
+from odoo_upgrade.transfer.binding import DownloadBinding, remove_receipt
 from odoo_upgrade.transfer.errors import DestinationExists, TransferError
 from odoo_upgrade.transfer.part_file import PartFile, published_download, refuse_existing
 from odoo_upgrade.transfer.results import TransferResult
@@ -86,6 +86,13 @@ def _published_dump(destination: Path, token: str | None, path_field: str) -> Tr
         return published_download(destination, binding)
     except DestinationExists:  # a `.sha256` beside it describes other bytes
         raise _exists_already(destination, path_field) from None
+
+
+def forget_dump_receipt(destination: str | Path) -> None:
+    """For a caller that records its dump itself (the CLI's state file): once recorded, the
+    dump is no longer recognised by its token, so a dump left from an older run is refused,
+    not adopted. The operator keeps its receipts: a resource's uid names one dump forever."""
+    remove_receipt(Path(destination))
 
 
 def check_dump_destination(

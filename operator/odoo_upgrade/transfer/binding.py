@@ -126,6 +126,11 @@ def clear_origin(destination: Path) -> None:
     origin_path(destination).unlink(missing_ok=True)
 
 
+def remove_receipt(destination: Path) -> None:
+    """Forget a receipt once its holder recorded the result elsewhere (its window is over)."""
+    receipt_path(destination).unlink(missing_ok=True)
+
+
 def read_receipt(destination: Path) -> Receipt | None:
     data = _read_json(receipt_path(destination))
     if data is None:
