@@ -312,6 +312,10 @@ def upload_sftp(
                 raise TransferUnavailable(
                     f"upload: the server holds {final} of {size} bytes after sending"
                 )
+            if progress:
+                # OpenSSH's progress is sampled from its file offset: a fast last stretch
+                # ends between two samples, so the whole size is reported here.
+                progress(size, size)
 
     attempts = _with_resume(
         f"upload of {source.name}", max_attempts, attempt, lambda: reached["bytes"]
