@@ -204,31 +204,72 @@ def default_state_file(dump: Path) -> Path:
 
 async def run_upgrade(options: RunOptions, say: Say) -> RunSummary:
     """Drive one request from `create` to the downloaded upgraded dump, resuming if possible."""
-    with exclusive_run(options.dump):
+    with exclusive_run(options.dump, options.state_file):
         return await _run_locked(options, say)
 
 
-@contextlib.contextmanager
-def exclusive_run(dump: Path) -> Iterator[None]:
-    """One `run` per dump at a time: two at once would both see no state file and create.
+def run_lock_path(state_file: Path) -> Path:
+    """The lock file of the runs of one state file; it exists only while a run holds it."""
+    return state_file.with_name(f".{state_file.name}.lock")
 
-    An advisory lock on the dump itself; the kernel drops it when the process dies.
+
+@contextlib.contextmanager
+def exclusive_run(dump: Path, state_file: Path) -> Iterator[None]:
+    """One `run` per state file and per dump at a time: two at once would both see no state
+    file and create, or both continue one request (and race at its download and restore).
+
+    Advisory locks the kernel drops when the process dies: on a lock file beside the state
+    file (with --database the dump does not exist yet when the run starts), removed at the
+    end, and on the dump itself when it exists (two state files, one dump).
     """
-    try:
-        fd = os.open(dump, os.O_RDONLY)  # a file, or a directory-format dump
-    except OSError:
-        yield  # no dump: check_first_run or the upload reports it
-        return
-    try:
+    with contextlib.ExitStack() as locks:
+        lock_path = run_lock_path(state_file)
+        lock = _locked_file(lock_path, state_file, dump)
+        if lock is not None:
+            locks.callback(os.close, lock)
+            locks.callback(lambda: lock_path.unlink(missing_ok=True))  # still ours: locked
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunRefused(
-                f"another odoo-upgrade run is working on {dump}; wait for it to finish"
-            ) from None
+            fd = os.open(dump, os.O_RDONLY)  # a file, or a directory-format dump
+        except OSError:
+            fd = None  # no dump yet: --database makes it, else check_first_run reports it
+        if fd is not None:
+            locks.callback(os.close, fd)
+            _lock_or_refuse(fd, dump)
         yield
-    finally:
+
+
+def _locked_file(path: Path, state_file: Path, dump: Path) -> int | None:
+    """Create (or open) and lock `path`; again if the run before removed it meanwhile (a lock
+    on a removed file would be no lock for the next run). None when its directory does not
+    exist: no state file can be there either, and the checks after say what is missing."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RunRefused(
+                f"--state-file {state_file}: cannot create its lock file {path.name} beside "
+                f"it: {exc.strerror}"
+            ) from None
+        try:
+            _lock_or_refuse(fd, dump)
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(fd)
+
+
+def _lock_or_refuse(fd: int, dump: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RunRefused(
+            f"another odoo-upgrade run is working on {dump}; wait for it to finish"
+        ) from None
 
 
 async def _run_locked(options: RunOptions, say: Say) -> RunSummary:

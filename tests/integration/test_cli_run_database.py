@@ -13,7 +13,17 @@ import pytest
 
 from tests.harness.ports import free_port
 from tests.harness.postgres import PostgresServer
-from tests.integration.test_cli_run import API_ARGS, CLI, UR, V1, cli_env, creates, run_cli
+from tests.integration.test_cli_run import (
+    API_ARGS,
+    CLI,
+    UR,
+    V1,
+    cli_env,
+    creates,
+    run_cli,
+    start_run,
+    wait_for_step,
+)
 from tests.support.emulator import RunningEmulator
 from tests.support.odoo_db import (
     OdooDatabase,
@@ -232,6 +242,35 @@ def test_a_recorded_dump_is_not_adopted_again_once_its_state_file_is_gone(
 
     assert again.returncode == 2 and "--dump" in again.stderr and "exists" in again.stderr
     assert [c["ok"] for c in emulator.calls("create")] == [False]
+
+
+def test_a_second_database_run_at_once_is_refused_and_one_request_is_made(
+    postgres: PostgresServer,
+    odoo_database: OdooDatabase,
+    workdir: Path,
+    tmp_path: Path,
+) -> None:
+    # With --database the dump does not exist when the first run starts, so the lock cannot be
+    # on it: the run's state file is locked instead, and a second run with the same state file
+    # is refused from the start (it would otherwise continue the same dump and `create` again).
+    with RunningEmulator(
+        tmp_path / "slow-emulator", process_seconds=4, postgres_url=postgres.url()
+    ) as emulator:
+        contract = tmp_path / "contract-slow"
+        contract.write_text(emulator.contract + "\n")
+        env = pg_env(emulator, postgres)
+        first = start_run(database_args(odoo_database, workdir, contract), env)
+        try:
+            wait_for_step(workdir / "acme.dump", {"dumped", "created", "uploaded", "processing"},
+                          first)  # fmt: skip
+            second = run_cli(database_args(odoo_database, workdir, contract), env)
+            assert second.returncode == 2, second.stderr
+            assert "another odoo-upgrade run is working on" in second.stderr
+            first.communicate(timeout=120)
+        finally:
+            first.kill()
+        assert first.returncode == 0
+        assert len(emulator.calls("create")) == 1
 
 
 @pytest.mark.parametrize(
