@@ -553,9 +553,11 @@ def test_run_survives_cut_connections_in_upload_and_download(
 def test_sftp_download_cut_midway_resumes_where_it_stopped(
     make_emulator: Callable[..., RunningEmulator], tmp_path: Path
 ) -> None:
-    # Past the bytes a cut OpenSSH transfer may leave unsettled (2 MiB), so a resume shows.
-    emulator = make_emulator(process_seconds=1, drop_after_bytes=3 * MIB)
-    dump = write_sample_dump(tmp_path / "acme.dump", "pgdmp", size=5 * MIB)
+    # Past the bytes a cut OpenSSH transfer may leave unsettled (2 MiB) plus what was in
+    # flight when the link was cut (under load, cut after 3 MiB, nothing settled once), so a
+    # resume shows.
+    emulator = make_emulator(process_seconds=1, drop_after_bytes=5 * MIB)
+    dump = write_sample_dump(tmp_path / "acme.dump", "pgdmp", size=8 * MIB)
     contract_file = tmp_path / "contract"
     contract_file.write_text(emulator.contract)
     result = run_cli(run_args(dump, contract_file, "--transport", "sftp"), cli_env(emulator))
