@@ -226,6 +226,15 @@ def run_ours(
     )
 
 
+def run_our_download(
+    tool: str, url: str, target: Path, size: int, env: dict[str, str] | None = None
+) -> Measure:
+    """Our HTTPS download of `url` to `target`, timed; the file and its `.sha256` removed."""
+    measure = run_ours(tool, {"op": "download_https", "url": url, "path": str(target)}, size, env)
+    _remove(target, target.with_name(target.name + ".sha256"))
+    return measure
+
+
 # -- the reference tools --------------------------------------------------------------------
 
 
@@ -612,15 +621,11 @@ def bench_https(
     url = done["upgraded_dump_url"]
     download_size = emulator.upgraded_path(done_request["id"]).stat().st_size
     for attempt in range(repeat):
-        target = workdir / f"ours-{attempt}.zip"
         runs.setdefault("ours_down", []).append(
-            run_ours(
-                "odoo-upgrade download_https",
-                {"op": "download_https", "url": url, "path": str(target)},
-                download_size,
+            run_our_download(
+                "odoo-upgrade download_https", url, workdir / f"ours-{attempt}.zip", download_size
             )
         )
-        _remove(target, target.with_name(target.name + ".sha256"))
         curl_target = workdir / f"curl-{attempt}.zip"
         runs.setdefault("curl_down", []).append(run_curl_download(url, curl_target, download_size))
         _remove(curl_target)
@@ -641,16 +646,15 @@ def bench_https_tls(
     with running_tls_server(served, workdir) as server:
         url = server.url("upgraded.zip")
         for attempt in range(repeat):
-            target = workdir / f"ours-tls-{attempt}.zip"
             runs.setdefault("ours_down_tls", []).append(
-                run_ours(
+                run_our_download(
                     "odoo-upgrade download_https, TLS (openssl s_server)",
-                    {"op": "download_https", "url": url, "path": str(target)},
+                    url,
+                    workdir / f"ours-tls-{attempt}.zip",
                     size,
                     env={"SSL_CERT_FILE": str(server.ca_file)},
                 )
             )
-            _remove(target, target.with_name(target.name + ".sha256"))
             curl_target = workdir / f"curl-tls-{attempt}.zip"
             runs.setdefault("curl_down_tls", []).append(
                 run_tool(

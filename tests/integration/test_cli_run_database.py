@@ -143,6 +143,18 @@ def test_run_dumps_upgrades_restores_and_verifies_a_live_database(
     assert len(creates(emulator, api)) == 1
 
 
+def dumped_then_refused_at_create(
+    odoo_database: OdooDatabase, workdir: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A first run that dumps, then is refused at `create` (a wrong contract): the dump is
+    made and recorded, no request exists."""
+    wrong = tmp_path / "wrong-contract"
+    wrong.write_text("M000000-wrong\n")
+    first = run_cli(database_args(odoo_database, workdir, wrong), env)
+    assert first.returncode == 1, first.stderr
+    assert state(workdir)["step"] == "dumped" and "request_id" not in state(workdir)
+
+
 def test_a_run_stopped_after_the_dump_continues_with_that_dump_and_one_request(
     emulator: RunningEmulator,
     postgres: PostgresServer,
@@ -151,14 +163,10 @@ def test_a_run_stopped_after_the_dump_continues_with_that_dump_and_one_request(
     contract_file: Path,
     tmp_path: Path,
 ) -> None:
-    wrong = tmp_path / "wrong-contract"
-    wrong.write_text("M000000-wrong\n")
     env = pg_env(emulator, postgres)
-    first = run_cli(database_args(odoo_database, workdir, wrong), env)
-    assert first.returncode == 1, first.stderr  # refused at `create`, after the dump
+    dumped_then_refused_at_create(odoo_database, workdir, tmp_path, env)
     dump = workdir / "acme.dump"
     dumped = dump.stat()
-    assert state(workdir)["step"] == "dumped" and "request_id" not in state(workdir)
 
     second = run_cli(database_args(odoo_database, workdir, contract_file), env)
 
@@ -231,11 +239,8 @@ def test_a_recorded_dump_is_not_adopted_again_once_its_state_file_is_gone(
     # The receipt covers only the kill window between the dump's rename and its record: a
     # user who removes the state file to start over meets the old dump refused, as before,
     # instead of a days-old dump uploaded in silence.
-    wrong = tmp_path / "wrong-contract"
-    wrong.write_text("M000000-wrong\n")
     env = pg_env(emulator, postgres)
-    assert run_cli(database_args(odoo_database, workdir, wrong), env).returncode == 1
-    assert state(workdir)["step"] == "dumped"
+    dumped_then_refused_at_create(odoo_database, workdir, tmp_path, env)
     (workdir / "acme.dump.odoo-upgrade.json").unlink()
 
     again = run_cli(database_args(odoo_database, workdir, contract_file), env)
