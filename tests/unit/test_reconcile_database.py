@@ -251,6 +251,31 @@ async def test_the_upgrade_request_set_is_restored_with_its_filestore_merged(
 # -- pre-flight: each failure names the field, nothing dumped, no platform call -------------
 
 
+# auto: the operator made the dump, so it knows its size and asks for SFTP access only when
+# auto will use it (above the threshold); a file it did not make gets access in case.
+AUTO_UPLOADS: dict[str, tuple[dict[str, Any], str]] = {
+    "below-threshold": ({}, "https"),
+    "above-threshold": ({"thresholdBytes": 1024}, "sftp"),
+}
+
+
+@pytest.mark.parametrize("case", AUTO_UPLOADS, ids=list(AUTO_UPLOADS))
+async def test_auto_asks_for_sftp_access_only_when_the_dump_it_made_is_above_the_threshold(
+    run: Run, postgres: PostgresServer, live: Live, case: str
+) -> None:
+    sftp, expected = AUTO_UPLOADS[case]
+    spec = database_spec(run, live, transport="auto", sftp=sftp)
+    prepare(run, postgres, live, secret=postgres.secret_data(), spec=spec)
+    await run.until(is_true("Uploaded"))
+    request_id = run.status["requestId"]
+    granted = [c for c in run.emulator.calls("request_sftp_access") if c["request"] == request_id]
+    assert len(granted) == (1 if expected == "sftp" else 0)
+    assert run.status["dump"]["bytes"] > 1024
+    assert run.status["upload"]["transport"] == expected
+    secret = run.cluster.secret_values(NS, f"{NAME}-request")
+    assert ("sftp-access" in secret) == (expected == "sftp")
+
+
 @pytest.mark.parametrize(
     ("breakage", "reason", "field"),
     [

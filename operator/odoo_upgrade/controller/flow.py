@@ -46,6 +46,7 @@ from odoo_upgrade.controller.spec import SpecError, UpgradeSpec, parse_spec
 from odoo_upgrade.controller.status import (
     downloaded_set_status,
     downloaded_status,
+    dumped_bytes,
     log_progress,
     platform_status,
     platform_text,
@@ -144,7 +145,7 @@ async def upload_dump(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
 
     async def prepare() -> None:
         await revalidate_unless_fresh(upgrade, spec)  # `create` may just have found them
-        if spec.uses_sftp and stored.sftp_access is None:
+        if spec.needs_sftp_access(dumped_bytes(upgrade.status)) and stored.sftp_access is None:
             await grant_sftp_upload(upgrade, spec, stored)
 
     async def uploaded(result: MoverResult) -> StepResult:

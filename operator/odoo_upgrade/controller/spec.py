@@ -152,8 +152,16 @@ class UpgradeSpec:
 
     @property
     def uses_sftp(self) -> bool:
-        """Whether SFTP credentials must exist before the upload (auto may pick SFTP)."""
-        return may_use_sftp(self.transport, self.platform_api)
+        """Whether SFTP credentials must exist before the upload of a dump of unknown size
+        (auto may pick SFTP)."""
+        return self.needs_sftp_access(None)
+
+    def needs_sftp_access(self, dump_bytes: int | None) -> bool:
+        """Whether SFTP credentials must exist before uploading a dump of `dump_bytes`
+        (None: not known before the mover looks)."""
+        return may_use_sftp(
+            self.transport, self.platform_api, size=dump_bytes, threshold=self.sftp_threshold_bytes
+        )
 
     @property
     def downloads_a_directory(self) -> bool:

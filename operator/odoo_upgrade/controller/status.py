@@ -100,6 +100,13 @@ def dumped_status(result: MoverResult) -> dict[str, Any]:
     }
 
 
+def dumped_bytes(status: dict[str, Any]) -> int | None:
+    """The size of the dump the operator made (`.status.dump`), None if it made none."""
+    dump = status.get("dump") or {}
+    size = dump.get("bytes")
+    return size if dump.get("completedAt") and isinstance(size, int) else None
+
+
 def restored_status(result: MoverResult) -> dict[str, Any]:
     """`.status.restore` once the restore Job restored and verified the database."""
     files = result.details.get("filestoreFiles")

@@ -37,9 +37,19 @@ def transport_fits(api: str, requested: str) -> bool:
     return requested in transports_of(api)
 
 
-def may_use_sftp(requested: str, api: str = PlatformApi.DATABASE_V1) -> bool:
-    """Whether SFTP access must be granted before the upload (`auto` may pick SFTP)."""
-    return api == PlatformApi.DATABASE_V1 and requested in (Transport.SFTP, Transport.AUTO)
+def may_use_sftp(
+    requested: str,
+    api: str = PlatformApi.DATABASE_V1,
+    *,
+    size: int | None = None,
+    threshold: int = DEFAULT_SFTP_THRESHOLD_BYTES,
+) -> bool:
+    """Whether SFTP access must be granted before the upload: for `sftp`, and for `auto`
+    unless the dump's `size` is known and `auto` will send it over HTTPS (a dump the
+    operator made itself; of a file it did not make, only the mover sees the size)."""
+    if api != PlatformApi.DATABASE_V1 or requested not in (Transport.SFTP, Transport.AUTO):
+        return False
+    return size is None or choose_transport(requested, size, threshold) is Transport.SFTP
 
 
 def choose_transport(
