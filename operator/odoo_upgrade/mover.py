@@ -596,6 +596,17 @@ class MoverGroup(LazyGroup):
 
     command_class = MoverCommand
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Options before the direction (`mover --x upload`) are rejected like a direction's;
+        no arguments at all is a person asking for the usage text."""
+        raw = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            if not raw:
+                raise
+            reject_arguments(raw, error)
+
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:

@@ -549,6 +549,7 @@ def test_a_transport_of_the_other_api_is_refused_before_any_call(
          "--no-such-flag"),
         (["dump", "--token", "uid-1", "--no-such-flag"], "--no-such-flag"),
         (["teleport"], "teleport"),
+        (["--no-such-flag", "upload"], "--no-such-flag"),  # before the direction
     ],
 )  # fmt: skip
 def test_arguments_the_mover_does_not_know_fail_the_job_at_once_with_its_own_result(
