@@ -222,6 +222,9 @@ async def test_the_flow_creates_once_and_delivers_the_upgraded_dump(run: Run, ap
     assert status["upload"]["transport"] == ("https" if api == V1 else "rsync")
     assert creates_for(run.emulator, api) - before == 1
     assert "createAttemptedAt" in status and status.get("moverRetries") is None
+    # One claim holds source and destination: read once before `create`, once before the
+    # download.
+    assert run.cluster.calls.count("get_pvc") == 2
     order = [
         "Accepted",
         "RequestCreated",
@@ -472,6 +475,20 @@ async def test_prerequisites_appearing_late_are_waited_for_without_a_platform_ca
     (volume / SOURCE).parent.mkdir(parents=True)
     (volume / SOURCE).write_bytes(sample_dump_bytes())
     assert (await run.to_the_end())["phase"] == "Succeeded"
+
+
+async def test_a_missing_destination_claim_is_waited_for_naming_its_field(run: Run) -> None:
+    before = len(run.emulator.calls())
+    destination = {"claimName": "results", "path": DESTINATIONS[V1], "format": "archive"}
+    prepare(run, spec=spec_for(run.emulator, destination=destination))
+    await run.step()
+    ready = run.ready()
+    assert ready["status"] == "False" and ready["reason"] == "DestinationClaimNotFound"
+    assert '"results" (spec.destination.claimName)' in ready["message"]
+    assert len(run.emulator.calls()) == before
+    run.cluster.add_pvc(NS, "results")
+    assert (await run.to_the_end())["phase"] == "Succeeded"
+    assert (run.cluster.volume(NS, "results") / DESTINATIONS[V1]).is_file()
 
 
 @pytest.mark.parametrize("api", APIS)

@@ -61,10 +61,9 @@ async def validate_prerequisites(upgrade: Upgrade, spec: UpgradeSpec) -> str | N
                 phase=phase,
             )
         register_secret(contract)
-    for role, claim in (
-        ("Source", spec.source.claim_name),
-        ("Destination", spec.destination.claim_name),
-    ):
+    claims = {spec.source.claim_name: "Source"}
+    claims.setdefault(spec.destination.claim_name, "Destination")  # often the same claim
+    for claim, role in claims.items():
         try:
             await upgrade.kube.get_pvc(upgrade.namespace, claim)
         except NotFound:
