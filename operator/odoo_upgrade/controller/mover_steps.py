@@ -95,25 +95,24 @@ async def drive_mover(
 ) -> StepResult:
     """Start, watch or conclude the step's mover Job (`started`: status fields at start;
     `transport`: the one the flow chose for the Job, where it chooses)."""
-    mover = await upgrade.movers.find(step.direction)
+    # A step whose status has no `startedAt` never had a Job: it is created without a read
+    # first. One that exists all the same (its pass ended before recording it) is adopted.
+    mover = None
+    if (upgrade.status.get(step.status_field) or {}).get("startedAt"):
+        mover = await upgrade.movers.find(step.direction)
     if mover is None:
         if before_start is not None:
             await before_start()
         upgrade.job_looks = 0
         if await upgrade.movers.start(spec, step.direction, transport=transport):
-            name = upgrade.movers.name(step.direction)
-            message = f'{step.direction.value} Job "{name}" started'
-            shown = [(step.condition, cond.UNKNOWN, step.verb.capitalize(), message)]
-            if step.condition == cond.READY and upgrade.status.get("moverRetries"):
-                shown = []  # a retried check keeps Ready=False saying what it waits for
-            await upgrade.patch_status(
-                phase=step.phase,
-                conditions=shown,
-                message=message,
-                **{step.status_field: {"startedAt": cond.now_rfc3339(), **started}},
-            )
-            upgrade.event("Normal", step.started_event, message)
-        return Again(job_check_interval(spec))
+            await record_start(upgrade, step, started, cond.now_rfc3339())
+            return Again(job_check_interval(spec))
+        mover = await upgrade.movers.find(step.direction)
+        if mover is None:
+            return Again(2.0)  # deleted between the two calls
+        if not (upgrade.status.get(step.status_field) or {}).get("startedAt"):
+            created = (mover.job.get("metadata") or {}).get("creationTimestamp")
+            await record_start(upgrade, step, started, str(created or cond.now_rfc3339()))
     outcome = mover.outcome
     if not outcome.finished:
         await report_running(upgrade, spec, step, mover)
@@ -134,6 +133,22 @@ async def drive_mover(
     if on_failure is not None and (handled := await on_failure(mover, result)) is not None:
         return handled
     return await mover_failed(upgrade, spec, step, mover, result)
+
+
+async def record_start(upgrade: Upgrade, step: MoverStep, started: dict[str, Any], at: str) -> None:
+    """Status and Event of a started mover Job (`at`: when it was created)."""
+    name = upgrade.movers.name(step.direction)
+    message = f'{step.direction.value} Job "{name}" started'
+    shown = [(step.condition, cond.UNKNOWN, step.verb.capitalize(), message)]
+    if step.condition == cond.READY and upgrade.status.get("moverRetries"):
+        shown = []  # a retried check keeps Ready=False saying what it waits for
+    await upgrade.patch_status(
+        phase=step.phase,
+        conditions=shown,
+        message=message,
+        **{step.status_field: {"startedAt": at, **started}},
+    )
+    upgrade.event("Normal", step.started_event, message)
 
 
 async def report_running(
