@@ -95,8 +95,8 @@ async def drive_mover(
 ) -> StepResult:
     """Start, watch or conclude the step's mover Job (`started`: status fields at start;
     `transport`: the one the flow chose for the Job, where it chooses)."""
-    # A step whose status has no `startedAt` never had a Job: it is created without a read
-    # first. One that exists all the same (its pass ended before recording it) is adopted.
+    # The start is recorded before the Job is created, so a step whose status has no
+    # `startedAt` never had a Job: it is created without a read first.
     mover = None
     if (upgrade.status.get(step.status_field) or {}).get("startedAt"):
         mover = await upgrade.movers.find(step.direction)
@@ -104,15 +104,15 @@ async def drive_mover(
         if before_start is not None:
             await before_start()
         upgrade.job_looks = 0
+        message = await record_start(upgrade, step, started)
         if await upgrade.movers.start(spec, step.direction, transport=transport):
-            await record_start(upgrade, step, started, cond.now_rfc3339())
+            upgrade.event("Normal", step.started_event, message)
             return Again(job_check_interval(spec))
+        # A namesake all the same: another object's (JobConflict), one being deleted
+        # (waited out), or ours, made by an operator that recorded its start only after.
         mover = await upgrade.movers.find(step.direction)
         if mover is None:
             return Again(2.0)  # deleted between the two calls
-        if not (upgrade.status.get(step.status_field) or {}).get("startedAt"):
-            created = (mover.job.get("metadata") or {}).get("creationTimestamp")
-            await record_start(upgrade, step, started, str(created or cond.now_rfc3339()))
     outcome = mover.outcome
     if not outcome.finished:
         await report_running(upgrade, spec, step, mover)
@@ -135,8 +135,8 @@ async def drive_mover(
     return await mover_failed(upgrade, spec, step, mover, result)
 
 
-async def record_start(upgrade: Upgrade, step: MoverStep, started: dict[str, Any], at: str) -> None:
-    """Status and Event of a started mover Job (`at`: when it was created)."""
+async def record_start(upgrade: Upgrade, step: MoverStep, started: dict[str, Any]) -> str:
+    """The status of a mover Job about to be created; the message saying so."""
     name = upgrade.movers.name(step.direction)
     message = f'{step.direction.value} Job "{name}" started'
     shown = [(step.condition, cond.UNKNOWN, step.verb.capitalize(), message)]
@@ -146,9 +146,9 @@ async def record_start(upgrade: Upgrade, step: MoverStep, started: dict[str, Any
         phase=step.phase,
         conditions=shown,
         message=message,
-        **{step.status_field: {"startedAt": at, **started}},
+        **{step.status_field: {"startedAt": cond.now_rfc3339(), **started}},
     )
-    upgrade.event("Normal", step.started_event, message)
+    return message
 
 
 async def report_running(
