@@ -30,6 +30,10 @@ from odoo_upgrade.redact import forget_secrets, redact
 
 FINALIZER = f"{GROUP}/finalizer"
 WORKER_LIMIT = 32
+# kopf posts each object's Events from a worker of its own, by default as many at once as
+# objects have Events waiting, each on a TLS connection of kopf's unbounded pool: a batch of
+# resources moving at once left dozens of idle connections (~128 KiB of buffers each).
+EVENT_POSTERS = 8
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
@@ -46,6 +50,7 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     # an API connection of their own at the same moment; a bounded pool keeps the operator's
     # memory flat in their number (each TLS connection holds ~256 KiB of buffers).
     settings.batching.worker_limit = WORKER_LIMIT
+    settings.posting.worker_limit = EVENT_POSTERS  # Events of one object stay in order
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "odoo-upgrade-operator"
     settings.posting.event_name_prefix = "odoo-upgrade-"
