@@ -35,7 +35,8 @@ class RunLedger:
         self._record(RESOURCES, count)
 
     def verified(self, count: int, byte_count: int) -> None:
-        """`count` resources ended Succeeded with `byte_count` upgraded bytes checked."""
+        """`count` resources ended as they must (Succeeded, or the failure a test expects,
+        e.g. CreateOutcomeUnknown) with `byte_count` upgraded bytes checked."""
         self._record(VERIFIED, count)
         self._record(BYTES, byte_count)
 

@@ -68,6 +68,7 @@ def test_operator_killed_while_the_create_answer_is_in_flight_never_creates_twic
     time.sleep(2)  # a few more passes of the restarted operator
     assert successful_creates(emulator) == 1
     assert len(emulator.calls("create")) == 1
+    ledger.verified(1, 0)  # the outcome it must have: failed, one create, nothing to compare
 
 
 def test_a_create_answered_502_by_a_gateway_is_not_repeated(
@@ -86,3 +87,4 @@ def test_a_create_answered_502_by_a_gateway_is_not_repeated(
     assert phase_of(obj) == "Failed", describe(obj)
     assert (condition(obj, "Ready") or {}).get("reason") == "CreateOutcomeUnknown"
     assert len(emulator.calls("create")) == 1 == front.creates_seen
+    ledger.verified(1, 0)
