@@ -212,7 +212,6 @@ class FakeCluster:
             raise AlreadyExists(name)
         job = copy.deepcopy(dict(body))
         job["metadata"]["uid"] = f"uid-{next(_uids)}"
-        job["metadata"]["creationTimestamp"] = now()  # as the API server sets it
         job["status"] = {}
         self.jobs[(namespace, name)] = job
         pod_name = f"{name}-{next(_uids)}"

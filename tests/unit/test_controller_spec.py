@@ -31,7 +31,7 @@ def test_defaults_fill_what_the_user_left_out() -> None:
     assert spec.platform_url == "https://upgrade.odoo.com"
     assert spec.poll_interval == 60.0
     assert spec.timezone is None
-    assert spec.uses_sftp
+    assert spec.needs_sftp_access(None)  # auto, size unknown: may pick SFTP
 
 
 def test_explicit_values_are_kept() -> None:
@@ -54,7 +54,7 @@ def test_explicit_values_are_kept() -> None:
     assert spec.poll_interval == 90.0
     assert spec.sftp_host_key == "ssh-ed25519 AAAAC3"
     assert spec.sftp_threshold_bytes == 10
-    assert not spec.uses_sftp
+    assert not spec.needs_sftp_access(None)
 
 
 @pytest.mark.parametrize(
@@ -139,9 +139,9 @@ def test_upgrade_request_settings_are_parsed() -> None:
     )
     assert spec.platform_api == "upgrade-request"
     assert spec.platform_env == ("ODOO_LOG_LEVEL=debug", "EMPTY=")
-    assert spec.downloads_a_directory and not spec.uses_sftp
+    assert spec.downloads_a_directory and not spec.needs_sftp_access(None)
     auto = parse_spec(minimal(platform={"api": "upgrade-request"}))
-    assert auto.transport == "auto" and not auto.uses_sftp  # auto means rsync there
+    assert auto.transport == "auto" and not auto.needs_sftp_access(None)  # auto means rsync there
     assert parse_spec(minimal()).platform_api == "database-v1"
 
 

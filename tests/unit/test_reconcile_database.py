@@ -248,9 +248,6 @@ async def test_the_upgrade_request_set_is_restored_with_its_filestore_merged(
     assert not list(live.new_filestore.rglob("toc.dat"))
 
 
-# -- pre-flight: each failure names the field, nothing dumped, no platform call -------------
-
-
 # auto: the operator made the dump, so it knows its size and asks for SFTP access only when
 # auto will use it (above the threshold); a file it did not make gets access in case.
 AUTO_UPLOADS: dict[str, tuple[dict[str, Any], str]] = {
@@ -274,6 +271,9 @@ async def test_auto_asks_for_sftp_access_only_when_the_dump_it_made_is_above_the
     assert run.status["upload"]["transport"] == expected
     secret = run.cluster.secret_values(NS, f"{NAME}-request")
     assert ("sftp-access" in secret) == (expected == "sftp")
+
+
+# -- pre-flight: each failure names the field, nothing dumped, no platform call -------------
 
 
 @pytest.mark.parametrize(

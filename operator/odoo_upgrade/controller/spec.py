@@ -150,12 +150,6 @@ class UpgradeSpec:
         """Whether a database is dumped or restored (a pre-flight check comes first)."""
         return self.source_database is not None or self.restore is not None
 
-    @property
-    def uses_sftp(self) -> bool:
-        """Whether SFTP credentials must exist before the upload of a dump of unknown size
-        (auto may pick SFTP)."""
-        return self.needs_sftp_access(None)
-
     def needs_sftp_access(self, dump_bytes: int | None) -> bool:
         """Whether SFTP credentials must exist before uploading a dump of `dump_bytes`
         (None: not known before the mover looks)."""
