@@ -96,3 +96,28 @@ def test_restore_is_frozen_once_the_request_exists_and_kept_as_given(
     assert refused.returncode != 0 and "spec.source" in refused.stderr
     refused = patch_spec(kube, namespace, "db-frozen", {"restore": None})
     assert refused.returncode != 0 and "spec.restore" in refused.stderr
+
+
+def test_source_is_frozen_once_the_dump_started_before_any_request(
+    kube: Kube, namespace: str
+) -> None:
+    """The dump is made from source.database into source.path before `create`: a source edited
+    after the dump Job started would upload the old database's dump under the new spec."""
+    assert create(kube, with_databases(namespace, "dump-frozen")).returncode == 0
+    other = {"database": database("acme_other")}
+    # Before the dump starts the user may still name another database.
+    assert patch_spec(kube, namespace, "dump-frozen", {"source": other}).returncode == 0
+    kube.run(
+        "patch", RESOURCE, "dump-frozen", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"phase": "Dumping",
+                                     "dump": {"startedAt": "2026-12-02T20:00:00Z"}}}),
+    )  # fmt: skip
+    refused = patch_spec(kube, namespace, "dump-frozen", {"source": {"database": database("b")}})
+    assert refused.returncode != 0
+    assert "spec.source" in refused.stderr and "status.dump" in refused.stderr, refused.stderr
+    refused = patch_spec(kube, namespace, "dump-frozen", {"source": {"path": "dumps/other.dump"}})
+    assert refused.returncode != 0 and "spec.source" in refused.stderr
+    stored = kube.json("get", RESOURCE, "dump-frozen", "-n", namespace)["spec"]["source"]
+    assert stored["database"] == database("acme_other")
+    # The rest of the spec that defines no dump stays editable until the request exists.
+    assert patch_spec(kube, namespace, "dump-frozen", {"email": "ops@example.com"}).returncode == 0

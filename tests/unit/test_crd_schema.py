@@ -162,6 +162,9 @@ def test_request_defining_fields_are_immutable_once_the_request_exists(
         ".spec.platform.api",
         ".spec.platform.env",
     }
+    # The dump is made from spec.source before the request exists: frozen from its start.
+    (source,) = (r for r in rules if r["fieldPath"] == ".spec.source")
+    assert "!has(oldSelf.status.dump)" in source["rule"], source["rule"]
 
 
 def a_full_status() -> dict[str, Any]:
