@@ -16,6 +16,7 @@ from odoo_upgrade.database import (
     FilestoreDestinationExists,
     FilestorePathsOverlap,
     FilestoreSourceNotFound,
+    FilestoreSymlinkedDirectory,
     build_filestore,
     check_filestore,
 )
@@ -132,6 +133,40 @@ def test_an_unsafe_archive_member_merges_nothing(source: Path, tmp_path: Path) -
         build_filestore(source, tmp_path / "acme_18", upgraded=archive)
 
     assert not (tmp_path / "acme_18").exists() and not (tmp_path / "escape").exists()
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute-link", "relative-link"])
+@pytest.mark.parametrize("form", ["zip", "directory"])
+def test_a_symlinked_directory_in_the_source_is_never_written_through(
+    tmp_path: Path, relative: bool, form: str
+) -> None:
+    """A hash directory of the source filestore kept elsewhere (a link, e.g. to another disk):
+    the copy keeps the link, so merging the upgraded files into it would write into the
+    source's storage. It is refused naming the link; nothing there changes."""
+    source = make_filestore(tmp_path / "filestore" / "acme")
+    shared = tmp_path / "shared" / "ab"
+    shared.mkdir(parents=True)
+    (shared / "abc").write_bytes(b"the production attachment")
+    (source / "ab").symlink_to("../../shared/ab" if relative else shared)
+    upgraded: Path
+    if form == "zip":
+        upgraded = upgraded_archive(
+            tmp_path, {"filestore/ab/abc": b"upgraded", "filestore/ab/zzz": b"new"}
+        )
+    else:
+        upgraded = tmp_path / "download" / "filestore"
+        (upgraded / "ab").mkdir(parents=True)
+        (upgraded / "ab" / "abc").write_bytes(b"upgraded")
+        (upgraded / "ab" / "zzz").write_bytes(b"new")
+    destination = tmp_path / "filestore" / "acme_18"
+
+    with pytest.raises(FilestoreSymlinkedDirectory, match="ab") as refused:
+        build_filestore(source, destination, upgraded=upgraded)
+
+    assert sorted(p.name for p in shared.iterdir()) == ["abc"]
+    assert (shared / "abc").read_bytes() == b"the production attachment"
+    assert not destination.exists()
+    assert "sourcePath" in str(refused.value)
 
 
 def test_a_crashed_copy_is_redone_and_a_finished_one_is_recognised(

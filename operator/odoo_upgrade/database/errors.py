@@ -178,6 +178,13 @@ class RestoreTemporaryNameTaken(DatabaseError):
     reason = "RestoreTemporaryNameTaken"
 
 
+class FilestoreSymlinkedDirectory(DatabaseError):
+    """A directory of `sourcePath` the upgrade writes into is a symbolic link: the copy keeps
+    links, so merging through it would write into the source's own storage."""
+
+    reason = "FilestoreSymlinkedDirectory"
+
+
 class FilestoreArchiveInvalid(DatabaseError):
     """The upgraded archive's `filestore/` cannot be merged (unsafe member path, bad zip)."""
 
@@ -204,5 +211,6 @@ FIXED_OUTSIDE = frozenset(
         FilestoreSourceNotFound,
         FilestoreDestinationExists,
         FilestorePathsOverlap,
+        FilestoreSymlinkedDirectory,
     )
 )

@@ -33,6 +33,7 @@ from odoo_upgrade.database.errors import (
     FilestoreFields,
     FilestorePathsOverlap,
     FilestoreSourceNotFound,
+    FilestoreSymlinkedDirectory,
 )
 from odoo_upgrade.database.formats import ODOO_ZIP_FILESTORE
 from odoo_upgrade.noreplace import rename_without_replacing
@@ -194,8 +195,26 @@ def _safe_relative(name: str) -> PurePosixPath:
     return relative
 
 
-def _replace_with(stream: BinaryIO, target: Path) -> None:
-    """Write `stream` to `target` through a sibling temp file and a rename."""
+def _refuse_linked_parents(part: Path, target: Path, fields: FilestoreFields) -> None:
+    """The copy keeps the source's symlinked directories as links: a merge writing below one
+    would land in the directory it points to, the source's own storage."""
+    current = part
+    for name in target.relative_to(part).parts[:-1]:
+        current = current / name
+        if current.is_symlink():
+            linked = current.relative_to(part).as_posix()
+            raise FilestoreSymlinkedDirectory(
+                f"{fields.source_path}: {linked!r} is a symbolic link to a directory and the "
+                f"upgraded filestore writes into it; make it a real directory (nothing was "
+                f"merged, the source is untouched)"
+            )
+        if not current.exists():
+            return
+
+
+def _replace_with(stream: BinaryIO, part: Path, target: Path, fields: FilestoreFields) -> None:
+    """Write `stream` to `target` (inside `part`) through a sibling temp file and a rename."""
+    _refuse_linked_parents(part, target, fields)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.merge")
     with temporary.open("wb") as out:
@@ -204,7 +223,7 @@ def _replace_with(stream: BinaryIO, target: Path) -> None:
     os.replace(temporary, target)
 
 
-def _merge_zip(archive_path: Path, part: Path) -> int:
+def _merge_zip(archive_path: Path, part: Path, fields: FilestoreFields) -> int:
     merged = 0
     try:
         with zipfile.ZipFile(archive_path) as archive:
@@ -216,14 +235,15 @@ def _merge_zip(archive_path: Path, part: Path) -> int:
             relatives = [_safe_relative(m.filename[len(ODOO_ZIP_FILESTORE) :]) for m in members]
             for member, relative in zip(members, relatives, strict=True):
                 with archive.open(member) as stream:
-                    _replace_with(stream, part.joinpath(*relative.parts))  # type: ignore[arg-type]
+                    target = part.joinpath(*relative.parts)
+                    _replace_with(stream, part, target, fields)  # type: ignore[arg-type]
                 merged += 1
     except zipfile.BadZipFile as exc:
         raise FilestoreArchiveInvalid(f"{archive_path}: not a readable zip ({exc})") from None
     return merged
 
 
-def _merge_directory(upgraded: Path, part: Path) -> int:
+def _merge_directory(upgraded: Path, part: Path, fields: FilestoreFields) -> int:
     merged = 0
     for directory, _, filenames in _walk(upgraded):
         relative = directory.relative_to(upgraded)
@@ -232,7 +252,7 @@ def _merge_directory(upgraded: Path, part: Path) -> int:
             if entry.is_symlink() or not entry.is_file():
                 continue
             with entry.open("rb") as stream:
-                _replace_with(stream, part / relative / name)
+                _replace_with(stream, part, part / relative / name, fields)
             merged += 1
     return merged
 
@@ -298,9 +318,9 @@ def build_filestore(
     merged = 0
     if upgraded_path is not None:
         if upgraded_path.is_dir():
-            merged = _merge_directory(upgraded_path, part)
+            merged = _merge_directory(upgraded_path, part, fields)
         elif zipfile.is_zipfile(upgraded_path):
-            merged = _merge_zip(upgraded_path, part)
+            merged = _merge_zip(upgraded_path, part, fields)
         # else: an upgraded SQL file (destination format `sql`) carries no filestore
     files = _count_files(part)
     result = FilestoreResult(destination, files, copier.linked, copier.copied, merged, False)
