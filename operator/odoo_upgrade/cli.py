@@ -426,6 +426,8 @@ def run(
 
     Progress is recorded in a state file next to the dump after every step; running the same
     command again after a crash or Ctrl-C continues the same request (never a second one).
+    A run stopped while `create` was unanswered leaves no request id to continue: the rerun
+    then refuses (exit 2) and says what to check before the state file is deleted.
 
     \b
     Example (CI, no prompts):

@@ -22,11 +22,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from odoo_upgrade.database import forget_dump_receipt
 from odoo_upgrade.platform.apis import open_platform
+from odoo_upgrade.platform.errors import (
+    PlatformError,
+    PlatformFailure,
+    platform_surely_did_not_act,
+)
 from odoo_upgrade.platform.upgrade_request_platform import UpgradeRequestPlatform
 from odoo_upgrade.platform.v1 import DatabaseV1
 from odoo_upgrade.progress import TransferProgress
@@ -66,12 +72,16 @@ from odoo_upgrade.run_database import (
     restore_upgraded,
 )
 from odoo_upgrade.runstate import (
+    CreateAttempt,
     DumpRecord,
     RunState,
+    load_attempt,
     load_dump_record,
     load_state,
+    save_attempt,
     save_dump_record,
     save_state,
+    undo_attempt,
 )
 from odoo_upgrade.runstate import Step as Reached
 from odoo_upgrade.transfer import (
@@ -275,6 +285,7 @@ def _lock_or_refuse(fd: int, dump: Path) -> None:
 async def _run_locked(options: RunOptions, say: Say) -> RunSummary:
     started = time.monotonic()
     check_options(options)
+    refuse_after_unanswered_create(options)
     state = load_state(options.state_file)
     dumped = load_dump_record(options.state_file) if state is None else None
     if state is not None:
@@ -549,6 +560,20 @@ async def restore_upgraded_dump(
     say(f"restored {restored.database!r}: base module at {restored.base_version}{files}")
 
 
+def refuse_after_unanswered_create(options: RunOptions) -> None:
+    """A run stopped after sending `create` and before saving its answer: the platform may
+    have opened (and billed) a request this run cannot know. Never a second one unasked."""
+    attempt = load_attempt(options.state_file)
+    if attempt is None:
+        return
+    raise RunRefused(
+        f"a run sent create to {attempt.platform_url} (target {attempt.target}) at "
+        f"{attempt.attempted_at} and stopped before its answer was saved: the platform may "
+        f"hold a request for this dump. Check the email the platform sent; if no request "
+        f"was opened, delete the state file {options.state_file} and run again"
+    )
+
+
 async def create_request(
     platform: Platform, options: RunOptions, say: Say, dumped: DumpRecord | None = None
 ) -> RunState:
@@ -564,7 +589,20 @@ async def create_request(
         timezone=options.timezone,
         env_vars=options.env_vars,
     )
-    created = await platform.create(order)
+    attempt = CreateAttempt(
+        platform_url=options.platform_url,
+        target=options.target,
+        dump=str(options.dump.resolve()),
+        attempted_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        before=dumped.to_json() if dumped is not None else None,
+    )
+    save_attempt(options.state_file, attempt)
+    try:
+        created = await platform.create(order)
+    except PlatformError as error:
+        if isinstance(error, PlatformFailure) or platform_surely_did_not_act(error):
+            undo_attempt(options.state_file, attempt)  # the platform made no request
+        raise
     # upgrade-request: the key pair whose public half went into `create`, kept for rsync.
     values = created.secret_values
     state = RunState(

@@ -11,6 +11,10 @@ therefore loses at most the work of the step in flight, and never leads to a sec
 With `--database` the dump is made before the request exists: the file then holds a
 `DumpRecord` (step `dumped`, no request yet) until `create` replaces it with a `RunState`
 that carries the dump's figures on.
+
+Just before `create` is sent the file holds a `CreateAttempt` (step `creating`): a run killed
+while the answer was on its way leaves it, and a rerun refuses rather than open (and bill) a
+second request. An answer saying no request was made puts back what was there before.
 """
 
 from __future__ import annotations
@@ -148,13 +152,61 @@ class DumpRecord:
             raise StateFileError(f"state file is not in the expected shape: {exc}") from None
 
 
+CREATING = "creating"  # the step of a state file holding a CreateAttempt
+
+
+@dataclass
+class CreateAttempt:
+    """`create` was sent at `attempted_at` and its answer is not recorded yet (nothing secret
+    in it; `before`: the DumpRecord the file held, put back if no request was made)."""
+
+    platform_url: str
+    target: str
+    dump: str  # resolved path
+    attempted_at: str
+    before: dict[str, Any] | None = None
+    step: str = CREATING
+    version: int = field(default=STATE_FORMAT_VERSION)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CreateAttempt:
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise StateFileError(f"state file is not in the expected shape: {exc}") from None
+
+
 def load_state(path: Path) -> RunState | None:
     """Read the state file, or None when there is none (a first run) or it records only a
-    dump made before the request (`load_dump_record`)."""
+    dump made before the request (`load_dump_record`) or a `create` sent (`load_attempt`)."""
     data = _read_state_file(path)
-    if data is None or data.get("step") == DUMPED:
+    if data is None or data.get("step") in (DUMPED, CREATING):
         return None
     return RunState.from_json(data)
+
+
+def load_attempt(path: Path) -> CreateAttempt | None:
+    """The `create` a run sent and never saw answered, if that is what the file holds."""
+    data = _read_state_file(path)
+    if data is None or data.get("step") != CREATING:
+        return None
+    return CreateAttempt.from_json(data)
+
+
+def save_attempt(path: Path, attempt: CreateAttempt) -> None:
+    write_secret_file(path, json.dumps(attempt.to_json(), indent=2, sort_keys=True) + "\n")
+
+
+def undo_attempt(path: Path, attempt: CreateAttempt) -> None:
+    """No request was made: the file holds again what it held before the attempt."""
+    if attempt.before is not None:
+        save_dump_record(path, DumpRecord.from_json(attempt.before))
+    else:
+        path.unlink(missing_ok=True)
 
 
 def load_dump_record(path: Path) -> DumpRecord | None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.support.emulator import RunningEmulator, write_sample_dump
+from tests.support.front import PlatformFront
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("odoo-upgrade")
 MIB = 1024 * 1024
@@ -585,7 +586,8 @@ def test_sftp_upload_killed_midway_resumes_from_what_the_server_holds(
             state = (
                 state_of(dump) if dump.with_name(dump.name + ".odoo-upgrade.json").exists() else {}
             )
-            partial = emulator.original_path(state["request_id"]) if state else None
+            request_id = state.get("request_id")  # none while `create` is unanswered
+            partial = emulator.original_path(request_id) if request_id else None
             # At least 1 MiB in (so a resume shows as >= 10%), and not all of it yet.
             if partial and partial.exists() and MIB <= partial.stat().st_size < dump.stat().st_size:
                 break
@@ -602,3 +604,54 @@ def test_sftp_upload_killed_midway_resumes_from_what_the_server_holds(
     assert not first_progress.startswith("upload: 0%"), first_progress  # resumed, not restarted
     assert len(emulator.calls("create")) == 1
     assert emulator.original_path(state["request_id"]).read_bytes() == dump.read_bytes()
+
+
+@pytest.mark.parametrize("api", [V1, UR])
+def test_a_run_killed_while_create_was_unanswered_never_sends_a_second_create(
+    emulator: RunningEmulator, tmp_path: Path, api: str
+) -> None:
+    """The platform opened (and bills) the request, the answer never reached the state file:
+    a rerun must not open a second one. It refuses (exit 2) saying what to check."""
+    dump = write_sample_dump(tmp_path / "acme.dump", "pgdmp", size=64 * 1024)
+    contract_file = tmp_path / "contract"
+    contract_file.write_text(emulator.contract)
+    with PlatformFront(emulator.url) as front:
+        front.hold_create()
+        env = cli_env(emulator, ODOO_UPGRADE_PLATFORM_URL=front.url)
+        first = start_run(run_args(dump, contract_file, *API_ARGS[api]), env)
+        try:
+            wait_for_step(dump, {"creating"}, first)
+            deadline = time.monotonic() + 30
+            while not front.creates_seen and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert front.creates_seen == 1
+        finally:
+            first.kill()
+            first.communicate()
+        front.release()
+        deadline = time.monotonic() + 30
+        while not creates(emulator, api) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(creates(emulator, api)) == 1  # the platform acted: a request exists
+
+        again = run_cli(run_args(dump, contract_file, *API_ARGS[api]), env)
+
+    assert again.returncode == 2, again.stderr
+    assert "create" in again.stderr and "may hold a request" in again.stderr
+    assert str(dump.with_name(dump.name + ".odoo-upgrade.json")) in again.stderr
+    assert emulator.contract not in again.stderr + again.stdout
+    assert len(creates(emulator, api)) == 1
+
+
+def test_a_create_the_platform_refused_leaves_nothing_that_blocks_a_corrected_rerun(
+    emulator: RunningEmulator, dump: Path, contract_file: Path
+) -> None:
+    args = run_args(dump, contract_file)
+    args[args.index("18.0")] = "5.0"
+    bad = run_cli(args, cli_env(emulator))
+    assert bad.returncode == 1 and "TARGET:INVALID" in bad.stderr, bad.stderr
+    assert not dump.with_name(dump.name + ".odoo-upgrade.json").exists()
+
+    result = run_cli(run_args(dump, contract_file), cli_env(emulator))
+    assert result.returncode == 0, result.stderr
+    assert [c["request"] for c in creates(emulator) if c["ok"]] == [state_of(dump)["request_id"]]
