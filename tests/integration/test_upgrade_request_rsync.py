@@ -16,6 +16,7 @@ import pytest
 from odoo_upgrade.platform import CreatedRequest, UpgradeRequestClient
 from odoo_upgrade.transfer import (
     DestinationExists,
+    DownloadBinding,
     RemoteRefused,
     RsyncEndpoint,
     SshHostKeyMismatch,
@@ -330,3 +331,37 @@ async def test_transfer_ports_come_from_the_configured_range(
         await client.transfer_stop(created.token)
     assert 41710 <= window.ssh_port <= 41719
     assert sent.attempts == 1
+
+
+@pytest.mark.parametrize("recorded", [None, "999"], ids=["no-origin", "another-request"])
+async def test_a_part_set_of_another_request_is_cleared_before_the_download(
+    emulator: RunningEmulator, tmp_path: Path, keys: SshKeyPair, recorded: str | None
+) -> None:
+    """A download Job killed part-way, the resource deleted, a new one for the same path: the
+    left part set is another request's, and none of it may be published in the new set."""
+    dump = write_directory_dump(tmp_path / "acme.dump", size=100_000)
+    root = tmp_path / "acme-18"
+    part = tmp_path / ".acme-18.part"
+    (part / "filestore" / "zz").mkdir(parents=True)
+    (part / "filestore" / "zz" / "zzz").write_bytes(b"another request's attachment")
+    (part / "upgrade-report.html").write_bytes(b"another request's report")
+    if recorded is not None:
+        (tmp_path / ".acme-18.part.json").write_text(f'{{"request_id": "{recorded}"}}')
+    async with request_client(emulator) as client:
+        created = await done_request(client, emulator, keys, dump)
+        async with client.transfer_window(created.token, "download") as window:
+            endpoint = RsyncEndpoint.for_window(client.request_host, window)
+            got = await download_rsync(
+                endpoint,
+                keys.private_pem,
+                root,
+                dump_name=window.dump_name,
+                binding=DownloadBinding(str(created.request_id)),
+            )
+    files = tree(root)
+    assert "filestore/zz/zzz" not in files
+    served = tree(emulator.request_data(created.request_id))
+    assert files["upgrade-report.html"] == served["upgrade-report.html"]
+    assert "zz/zzz" not in files["SHA256SUMS"].decode()
+    assert got.files == len(files) - 1
+    assert not part.exists() and not (tmp_path / ".acme-18.part.json").exists()

@@ -36,9 +36,13 @@ from odoo_upgrade.redact import redact
 from odoo_upgrade.request.upgraded import FILESTORE_NAME, LOG_NAME, REPORT_NAME, SHA256SUMS
 from odoo_upgrade.transfer.binding import (
     DownloadBinding,
+    PartOrigin,
     Receipt,
+    clear_origin,
+    read_origin,
     read_receipt,
     source_digest,
+    write_origin,
     write_receipt,
 )
 from odoo_upgrade.transfer.errors import (
@@ -566,6 +570,26 @@ def _open_part(final: Path) -> tuple[Path, int, bool]:
     return part, lock, created
 
 
+def _bind_part(final: Path, part: Path, binding: DownloadBinding, dump_name: str) -> None:
+    """Keep a part set only if its recorded origin is this request's set; empty it otherwise
+    (rsync without --delete keeps what it finds: another request's files would be published
+    with the new ones), then record the origin before rsync writes a byte."""
+    origin = PartOrigin(
+        request_id=str(binding.request_id),
+        source_sha256=source_digest(_set_source(dump_name)),
+        size=None,
+        validator="rsync",  # rsync compares each file with the server's itself
+    )
+    if read_origin(final) == origin:
+        return
+    for child in list(part.iterdir()):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    write_origin(final, origin)
+
+
 async def download_rsync(
     endpoint: RsyncEndpoint,
     private_key_pem: str,
@@ -587,6 +611,8 @@ async def download_rsync(
     final = Path(destination)
     part, lock, created = await asyncio.to_thread(_open_part, final)
     try:
+        if binding is not None:
+            await asyncio.to_thread(_bind_part, final, part, binding, dump_name)
         sources = [
             endpoint.remote(f"{REMOTE_ROOT}/{name}")
             for name in (dump_name, FILESTORE_NAME, REPORT_NAME, LOG_NAME)
@@ -619,6 +645,7 @@ async def download_rsync(
         except TransferError as exc:
             if not exc.transient and created and not any(part.iterdir()):
                 os.rmdir(part)  # nothing came: leave nothing behind
+                clear_origin(final)
             raise
         if not (part / dump_name).exists():
             raise RemoteRefused(f"download: the platform offers no {REMOTE_ROOT}/{dump_name}")
@@ -658,6 +685,7 @@ def _publish_set(
         )
         write_receipt(final, receipt)
     rename_noreplace(part, final)
+    clear_origin(final)
     fsync_directory(final.parent)
     log.info("download: %d files (%d bytes) published in %s", len(listed), total, final)
     return _downloaded_set(final, len(listed), total, dump_name, sums_digest, runs)
