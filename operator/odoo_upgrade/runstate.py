@@ -25,11 +25,12 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from odoo_upgrade.request.platform import PlatformApi
 
 STATE_FORMAT_VERSION = 1
+RecordT = TypeVar("RecordT", "DumpRecord", "CreateAttempt")
 TOKEN_FIELD = "token"  # noqa: S105 - how an upgrade-request file names the request's secret
 
 
@@ -123,6 +124,16 @@ class RunState:
         return state
 
 
+def _plain_record(cls: type[RecordT], data: dict[str, Any]) -> RecordT:
+    """A record of plain fields (nothing secret, no request yet) from its JSON; unknown keys
+    are ignored, as a newer version may add some."""
+    known = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in data.items() if k in known})
+    except TypeError as exc:
+        raise StateFileError(f"state file is not in the expected shape: {exc}") from None
+
+
 DUMPED = "dumped"  # the step of a state file holding a DumpRecord
 
 
@@ -145,11 +156,7 @@ class DumpRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DumpRecord:
-        known = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as exc:
-            raise StateFileError(f"state file is not in the expected shape: {exc}") from None
+        return _plain_record(cls, data)
 
 
 CREATING = "creating"  # the step of a state file holding a CreateAttempt
@@ -173,11 +180,7 @@ class CreateAttempt:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CreateAttempt:
-        known = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as exc:
-            raise StateFileError(f"state file is not in the expected shape: {exc}") from None
+        return _plain_record(cls, data)
 
 
 def load_state(path: Path) -> RunState | None:
