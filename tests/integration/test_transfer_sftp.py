@@ -31,6 +31,7 @@ from tests.support.emulator import RunningEmulator, write_sample_dump
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
 DUMP_SIZE = 256 * 1024
 DROP_AFTER = 100_000
+MIB = 1024 * 1024
 
 
 def sha256(data: bytes) -> str:
@@ -187,10 +188,10 @@ async def test_a_key_not_granted_access_is_refused_permanently(
 
 
 async def done_request_with_sftp(
-    emulator: RunningEmulator, tmp_path: Path
+    emulator: RunningEmulator, tmp_path: Path, size: int = DUMP_SIZE
 ) -> tuple[dict[str, object], SftpAccess, SshKeyPair]:
     request = emulator.create_request()
-    dump = write_sample_dump(tmp_path / "source.dump", size=DUMP_SIZE)
+    dump = write_sample_dump(tmp_path / "source.dump", size=size)
     await upload_https(emulator.url, request["id"], request["key"], dump, retry=FAST)
     emulator.api("process", request=request["id"], key=request["key"])
     emulator.wait_for_state(int(str(request["id"])), str(request["key"]), "done")
@@ -225,11 +226,13 @@ async def test_download_rerun_continues_the_part_left_by_a_crash(
     make_emulator: Callable[..., RunningEmulator], tmp_path: Path
 ) -> None:
     emulator = make_emulator(process_seconds=0)
-    request, access, pair = await done_request_with_sftp(emulator, tmp_path)
+    request, access, pair = await done_request_with_sftp(emulator, tmp_path, size=3 * MIB)
     expected = emulator.upgraded_bytes(int(str(request["id"])))
     dest = tmp_path / "upgraded.zip"
-    # A marked prefix shows that the part was continued, not fetched again from byte 0.
-    part_path(dest).write_bytes(b"Z" * 1000)
+    # A marked prefix shows that the part was continued, not fetched again from byte 0; its
+    # last UNSETTLED bytes are fetched again (what a killed sftp may have left holes in).
+    kept = 2 * MIB + 512 * 1024
+    part_path(dest).write_bytes(b"Z" * 1000 + expected[1000:kept])
     result = await asyncio.to_thread(
         download_sftp,
         access,
@@ -240,6 +243,32 @@ async def test_download_rerun_continues_the_part_left_by_a_crash(
     )
     assert dest.read_bytes() == b"Z" * 1000 + expected[1000:]
     assert result.sha256 == sha256(dest.read_bytes())
+
+
+async def test_download_rerun_fetches_again_the_tail_a_killed_sftp_may_have_left_holes_in(
+    make_emulator: Callable[..., RunningEmulator], tmp_path: Path
+) -> None:
+    """OpenSSH's sftp writes answers at their offsets as they come, and cuts the file back to
+    its contiguous bytes only when it exits by itself: after a SIGKILL (the pod killed) the
+    part may end with a hole (zeros) below its last bytes, which a resume from its size would
+    publish inside the dump."""
+    emulator = make_emulator(process_seconds=0)
+    request, access, pair = await done_request_with_sftp(emulator, tmp_path)
+    expected = emulator.upgraded_bytes(int(str(request["id"])))
+    dest = tmp_path / "upgraded.zip"
+    holed = bytearray(expected[:200_000])
+    holed[120_000 : 120_000 + 32 * 1024] = bytes(32 * 1024)  # one request never answered
+    part_path(dest).write_bytes(holed)
+    result = await asyncio.to_thread(
+        download_sftp,
+        access,
+        pair.private_pem,
+        f"upgraded_{access.shared_file}",
+        dest,
+        host_key=HostKeyCheck(pinned=emulator.host_key_line()),
+    )
+    assert dest.read_bytes() == expected
+    assert result.sha256 == sha256(expected)
 
 
 async def test_download_never_overwrites_an_existing_destination(

@@ -200,12 +200,15 @@ class PartFile:
         *,
         binding: DownloadBinding | None = None,
         source: str = "",
+        unsettled: int = 0,
     ) -> PartFile:
         """Open (or resume) the part file of `destination`; refuse if the destination exists.
 
         With a `binding`, an existing part is kept only if its recorded origin names the same
         request and `source` (a URL or remote file name) and a validator; anything else is
-        discarded before a byte of it is read. Without one, any part is resumed.
+        discarded before a byte of it is read. Without one, any part is resumed. Its last
+        `unsettled` bytes are cut off first: a writer killed mid-transfer (OpenSSH's sftp
+        writes answers at their offsets as they arrive) may have left holes there.
 
         Blocking: re-hashes an existing part file. Raises `TransferError` if another process
         is downloading to the same destination.
@@ -229,6 +232,8 @@ class PartFile:
                 part.origin = origin
             else:
                 part.restart()  # not provably this request's bytes of this file
+        if unsettled:
+            part._cut(max(0, os.fstat(file.fileno()).st_size - unsettled))
         part._hash_existing()
         return part
 

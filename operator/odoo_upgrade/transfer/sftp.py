@@ -381,7 +381,13 @@ def download_sftp(
     if binding is not None and (done := published_download(destination, binding)) is not None:
         return done
     session = _Session(access, load_private_key(private_key_pem), host_key, timeouts)
-    part = PartFile.open(destination, binding=binding, source=f"sftp:{remote_name}")
+    # Whichever client runs now, the part may be one OpenSSH's sftp was killed writing.
+    part = PartFile.open(
+        destination,
+        binding=binding,
+        source=f"sftp:{remote_name}",
+        unsettled=openssh_sftp.UNSETTLED,
+    )
     total = {"bytes": 0}
 
     def attempt() -> None:
