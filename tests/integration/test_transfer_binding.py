@@ -264,16 +264,37 @@ async def test_a_changed_remote_file_restarts_the_download_from_byte_zero(
     assert exchange.etag != first.exchanges[0].etag
 
 
-def _download_killed_after_the_rename(url: str, dest: Path, request_id: str) -> None:
-    """Run a bound download in a child process that is SIGKILLed once the file is published
-    under its final name, before the `.sha256` and before any result is returned."""
+# Kill points of a bound download in a child process: code run there before the download.
+KILLED_AFTER_THE_RENAME = (
+    "part_file.write_checksum_file = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)"
+)
+# A filesystem without hard links (SMB/CIFS shares, Azure Files): the final name is claimed
+# with an empty file, then the part renamed over it; killed between the two.
+KILLED_IN_THE_NO_LINK_PUBLISH = """
+def no_links(*args, **kwargs):
+    raise OSError(errno.EPERM, "Operation not permitted")
+os.link = no_links
+real_replace = os.replace
+def replace(source, target):
+    if str(source).endswith(".part"):  # the download's part, not a JSON record's temp file
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(source, target)
+os.replace = replace
+"""
+
+
+def _download_killed(url: str, dest: Path, request_id: str, kill_point: str) -> None:
+    """Run a bound download in a child process that is SIGKILLed at `kill_point`."""
     script = textwrap.dedent(
-        f"""
-        import asyncio, os, signal, sys
+        """
+        import asyncio, errno, os, signal, sys
         from pathlib import Path
         from odoo_upgrade.transfer import DownloadBinding, download_https
         from odoo_upgrade.transfer import part_file
-        part_file.write_checksum_file = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    script += kill_point + textwrap.dedent(
+        f"""
         asyncio.run(download_https({url!r}, Path({str(dest)!r}),
                                    binding=DownloadBinding({request_id!r})))
         sys.exit(3)
@@ -281,7 +302,7 @@ def _download_killed_after_the_rename(url: str, dest: Path, request_id: str) -> 
     )
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     child = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, check=False)
-    assert child.returncode == -9, "the child was meant to die by SIGKILL after the rename"
+    assert child.returncode == -9, "the child was meant to die by SIGKILL at its kill point"
 
 
 async def test_a_download_killed_between_rename_and_result_succeeds_on_the_next_attempt(
@@ -291,7 +312,9 @@ async def test_a_download_killed_between_rename_and_result_succeeds_on_the_next_
     url = str(request["upgraded_dump_url"])
     expected = emulator.upgraded_bytes(int(str(request["id"])))
     dest = tmp_path / "upgraded.zip"
-    await asyncio.to_thread(_download_killed_after_the_rename, url, dest, str(request["id"]))
+    await asyncio.to_thread(
+        _download_killed, url, dest, str(request["id"]), KILLED_AFTER_THE_RENAME
+    )
     assert dest.read_bytes() == expected and not checksum_path(dest).exists()
     binding = DownloadBinding(str(request["id"]))
     published = TransferResult(bytes=len(expected), sha256=sha256(expected), attempts=1)
@@ -300,6 +323,42 @@ async def test_a_download_killed_between_rename_and_result_succeeds_on_the_next_
     assert await download_https(url, dest, retry=FAST, binding=binding) == published
     assert proxy.exchanges == []  # recognised on disk: nothing fetched again
     assert checksum_path(dest).read_text() == f"{sha256(expected)}  upgraded.zip\n"
+
+
+async def test_a_download_killed_mid_publish_without_hard_links_succeeds_on_the_next_attempt(
+    emulator: RunningEmulator, tmp_path: Path, use_proxy: Callable[..., RecordingProxy]
+) -> None:
+    """The crash leaves the final name empty and the whole file in the part, with its
+    receipt: the next attempt finishes the publish instead of calling it DestinationExists."""
+    request = await done_request(emulator, tmp_path)
+    url = str(request["upgraded_dump_url"])
+    expected = emulator.upgraded_bytes(int(str(request["id"])))
+    dest = tmp_path / "upgraded.zip"
+    await asyncio.to_thread(
+        _download_killed, url, dest, str(request["id"]), KILLED_IN_THE_NO_LINK_PUBLISH
+    )
+    assert dest.read_bytes() == b"" and part_path(dest).read_bytes() == expected
+    binding = DownloadBinding(str(request["id"]))
+    published = TransferResult(bytes=len(expected), sha256=sha256(expected), attempts=1)
+    proxy = use_proxy()
+    assert await download_https(url, dest, retry=FAST, binding=binding) == published
+    assert proxy.exchanges == []  # the part was whole: nothing fetched again
+    assert dest.read_bytes() == expected and not part_path(dest).exists()
+    assert checksum_path(dest).read_text() == f"{sha256(expected)}  upgraded.zip\n"
+
+
+async def test_an_empty_destination_is_not_filled_from_a_part_of_another_request(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    request = await done_request(emulator, tmp_path)
+    url = str(request["upgraded_dump_url"])
+    dest = tmp_path / "upgraded.zip"
+    await asyncio.to_thread(
+        _download_killed, url, dest, "another-request", KILLED_IN_THE_NO_LINK_PUBLISH
+    )
+    with pytest.raises(DestinationExists):
+        await download_https(url, dest, retry=FAST, binding=DownloadBinding(str(request["id"])))
+    assert dest.read_bytes() == b""
 
 
 async def test_a_finished_download_called_again_returns_the_same_result(

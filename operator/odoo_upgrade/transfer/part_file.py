@@ -359,6 +359,19 @@ class PartFile:
             clear_origin(self.destination)
 
 
+def _finish_claimed_publish(destination: Path, receipt: Receipt) -> None:
+    """Rename the part over `destination` if the part holds exactly the receipt's bytes.
+
+    Where hard links are missing, `_claim_name` claims the final name with an empty file and
+    then renames the part over it: a crash between the two leaves that empty file, the whole
+    part, and the receipt written before them.
+    """
+    part = part_path(destination)
+    if part.is_file() and file_digest(part) == (receipt.bytes, receipt.sha256):
+        os.replace(part, destination)
+        fsync_directory(destination.parent)
+
+
 def published_download(
     destination: str | os.PathLike[str], binding: DownloadBinding
 ) -> TransferResult | None:
@@ -367,13 +380,17 @@ def published_download(
     None unless the destination holds exactly the bytes (size and sha256, re-read now) that
     this request's receipt records: then a missing `<destination>.sha256` is written and the
     recorded result returned, so that an attempt after a crash between the rename and the
-    result succeeds. Raises `DestinationExists` if a `.sha256` beside it holds another
-    checksum (it is never replaced). Blocking: hashes the file.
+    result succeeds. An empty destination left by a crash mid-publish without hard links is
+    first given the part, when the part holds the receipt's bytes. Raises `DestinationExists`
+    if a `.sha256` beside it holds another checksum (it is never replaced). Blocking: hashes
+    the file.
     """
     dest = Path(destination)
     receipt = read_receipt(dest)
     if receipt is None or receipt.request_id != str(binding.request_id) or not dest.is_file():
         return None
+    if receipt.bytes and dest.stat().st_size == 0:
+        _finish_claimed_publish(dest, receipt)
     if file_digest(dest) != (receipt.bytes, receipt.sha256):
         return None
     write_checksum_file(dest, receipt.sha256)
