@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import mmap
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -32,6 +33,7 @@ from odoo_upgrade.transfer.binding import (
     write_origin,
     write_receipt,
 )
+from odoo_upgrade.transfer.direct_append import DirectAppend
 from odoo_upgrade.transfer.errors import DestinationExists, SizeMismatch, TransferError
 from odoo_upgrade.transfer.file_digest import HASH_BLOCK, file_digest
 from odoo_upgrade.transfer.results import TransferResult
@@ -270,6 +272,29 @@ class PartFile:
         self.hasher.update(data)
         self.size += len(data)
         self._behind.advance(self.size)
+
+    @contextlib.contextmanager
+    def receiving(self) -> Iterator[DirectAppend]:
+        """Append bytes received from a socket past the page cache (`direct_append.py`).
+
+        On leaving, every byte received is written, also when an exception leaves. If a write
+        failed, the part is cut back to its last whole write and hashed again from the disk
+        before the error is raised, so its size and hash stay those of its bytes.
+        """
+        self._file.flush()
+        sink = DirectAppend(self.path, self.size, self.hasher, self._behind.advance)
+        try:
+            yield sink
+        finally:
+            try:
+                sink.close()
+            except OSError:
+                self._cut(sink.written)
+                self.hasher = hashlib.sha256()
+                self._hash_existing()
+                raise
+            finally:
+                self.size = sink.written
 
     def absorb(self, upto: int | None = None) -> None:
         """Hash what another process (OpenSSH's sftp) wrote to the part, up to `upto`

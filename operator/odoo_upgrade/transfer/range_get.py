@@ -1,10 +1,11 @@
 """One blocking HTTP(S) GET of the rest of a part file, received straight into a buffer.
 
 Run in a worker thread by `download_https`. A blocking `http.client` connection reads the
-body with `readinto1` into one preallocated buffer (no per-piece objects, no event-loop trip
-per socket read), and the filled buffer is hashed and written while the GIL is released: this
-is what lets a download keep up with `curl -o`. Every byte that arrived before a connection
-dropped is kept in the part file, so the next attempt resumes after it.
+body with `readinto1` straight into the part's aligned buffers (no per-piece objects, no
+event-loop trip per socket read); each piece is hashed as it arrives and full buffers are
+written past the page cache on a thread of their own (`direct_append.py`), the GIL released
+for both: this is what lets a download keep up with `curl -o`. Every byte that arrived before
+a connection dropped is kept in the part file, so the next attempt resumes after it.
 
 A bound part (see `binding.py`) is resumed with `If-Range` and the validator the server gave
 for its first bytes; a server answering with the whole file (200), or a range of another
@@ -29,11 +30,6 @@ from odoo_upgrade.transfer.errors import RemoteRefused, TransferError
 from odoo_upgrade.transfer.http_connection import unopened_connection
 from odoo_upgrade.transfer.part_file import PartFile
 
-# 256 KiB per write and hash: small enough that the bytes just received are still in the CPU's
-# cache when they are written and hashed (10-14 % faster than 4 MiB buffers at 512 MiB,
-# bench/README.md), large enough that per-buffer Python work is negligible. It is reused for
-# the whole body.
-BUFFER_SIZE: Final = 256 * 1024
 # Progress every 4 MiB: each report wakes the event loop's thread.
 REPORT_EVERY: Final = 4 * 1024 * 1024
 # Longest silence tolerated while waiting for the answer or the next bytes of the body.
@@ -235,35 +231,28 @@ class RangeGet:
         return given == origin.validator or (response.status == 416 and not given)
 
     def _receive(self, response: http.client.HTTPResponse) -> None:
-        """Append the body to the part file, one full buffer at a time."""
+        """Append the body to the part file, straight from the socket into its buffers."""
         if self._done:
             return
-        view = memoryview(bytearray(BUFFER_SIZE))
         read_into = _body_reader(response)
-        filled = 0
         reported = self.part.size
         dropped: Exception | None = None
-        try:
+        # Every byte received is written when the block is left, also when the connection
+        # dropped mid-buffer: the next attempt resumes after it.
+        with self.part.receiving() as sink:
             while not self._aborted.is_set():
                 try:
-                    received = read_into(view[filled:])
+                    received = read_into(sink.space())
                 except (OSError, http.client.HTTPException) as exc:
                     dropped = exc
                     break
                 if not received:
                     break
-                filled += received
-                if filled == BUFFER_SIZE:
-                    self.part.append(view)
-                    filled = 0
-                    if self.part.size - reported >= REPORT_EVERY:
-                        reported = self.part.size
-                        self.report(reported, self._total)
-        finally:
-            # Keep every byte received, also when the connection dropped mid-buffer.
-            if filled:
-                self.part.append(view[:filled])
-            self.report(self.part.size, self._total)
+                sink.took(received)
+                if sink.received - reported >= REPORT_EVERY:
+                    reported = sink.received
+                    self.report(reported, self._total)
+        self.report(self.part.size, self._total)
         if self._aborted.is_set():
             raise IncompleteDownload("download cancelled")
         if dropped is not None:
