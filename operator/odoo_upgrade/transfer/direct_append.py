@@ -17,13 +17,14 @@ the last buffer of an attempt is), and every write on a filesystem that refuses 
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
+
+from odoo_upgrade.transfer.buffers import page_aligned
 
 # Direct I/O offsets and lengths are multiples of the device's logical block size: 512 or 4096.
 ALIGN: Final = 4096
@@ -61,7 +62,7 @@ class DirectAppend:
         self._on_written = on_written
         self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         self._direct_fd = _open_direct(path)
-        self._buffers = [mmap.mmap(-1, BUFFER_SIZE) for _ in range(BUFFERS)]
+        self._buffers = [page_aligned(BUFFER_SIZE) for _ in range(BUFFERS)]
         self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
         for index in range(1, BUFFERS):
             self._free.put(index)
@@ -83,13 +84,12 @@ class DirectAppend:
 
     def space(self) -> memoryview:
         """Where the next bytes go: the free rest of the current buffer."""
-        return memoryview(self._buffers[self._current])[self._filled : self._capacity]
+        return self._buffers[self._current][self._filled : self._capacity]
 
     def took(self, count: int) -> None:
         """`count` bytes were received into `space()`: hash them and queue a full buffer."""
         start, self._filled = self._filled, self._filled + count
-        with memoryview(self._buffers[self._current]) as buffer:
-            self._hasher.update(buffer[start : self._filled])
+        self._hasher.update(self._buffers[self._current][start : self._filled])
         self.received += count
         if self._filled == self._capacity:
             self._queue_current()
@@ -122,8 +122,7 @@ class DirectAppend:
             index, length, offset = item
             if self._error is None:
                 try:
-                    with memoryview(self._buffers[index]) as buffer:
-                        self._write(buffer[:length], offset)
+                    self._write(self._buffers[index][:length], offset)
                     self.written = offset + length
                     self._on_written(self.written)
                 except OSError as exc:
