@@ -7,11 +7,13 @@ import datetime
 import hashlib
 import http.server
 import ipaddress
+import os
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from cryptography import x509
@@ -27,6 +29,8 @@ from odoo_upgrade.transfer import (
     download_https,
     upload_https,
 )
+from odoo_upgrade.transfer.errors import SizeMismatch
+from odoo_upgrade.transfer.file_post import BLOCK_SIZE, FilePost
 from odoo_upgrade.transfer.part_file import part_path
 from tests.support.emulator import RunningEmulator, write_sample_dump
 
@@ -64,6 +68,40 @@ async def test_upload_streams_the_file_and_reports_its_sha256(
         1,
     )
     assert seen[-1] == (dump.stat().st_size, dump.stat().st_size)
+
+
+async def test_upload_of_many_blocks_sends_each_once_in_order(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """Blocks are read ahead into two buffers while the one before is sent and hashed."""
+    request = emulator.create_request()
+    dump = write_sample_dump(tmp_path / "db.dump", size=3 * BLOCK_SIZE + 12345)
+    seen: list[int] = []
+    result = await upload_https(
+        emulator.url, request["id"], request["key"], dump, progress=lambda d, t: seen.append(d)
+    )
+    data = dump.read_bytes()
+    assert emulator.original_path(request["id"]).read_bytes() == data
+    assert (result.bytes, result.sha256) == (len(data), sha256(data))
+    assert seen == [BLOCK_SIZE, 2 * BLOCK_SIZE, 3 * BLOCK_SIZE, len(data)]
+
+
+async def test_upload_of_a_file_cut_short_while_being_sent_is_refused(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    request = emulator.create_request()
+    dump = write_sample_dump(tmp_path / "db.dump", size=4 * BLOCK_SIZE)
+    query = urlencode({"request": request["id"], "key": request["key"]})
+    url = f"{emulator.url}/database/v1/upload?{query}"
+
+    def cut_after_the_first_block(sent: int, size: int | None) -> None:
+        if sent == BLOCK_SIZE:
+            os.truncate(dump, BLOCK_SIZE + 1000)  # another process rewrites the dump
+
+    post = FilePost(url, dump, 4 * BLOCK_SIZE, cut_after_the_first_block)
+    with pytest.raises(SizeMismatch, match=r"db\.dump changed while being sent"):
+        await asyncio.to_thread(post.run)
+    assert not emulator.original_path(request["id"]).exists()
 
 
 async def test_upload_cut_mid_body_is_sent_again_whole(

@@ -8,7 +8,9 @@ import hashlib
 import os
 import threading
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from odoo_upgrade.transfer.buffers import page_aligned
 
 # Large enough that the per-block Python work is negligible, small enough to stay off the
 # mover's memory limit.
@@ -28,16 +30,24 @@ def file_digest(
     `stop`: checked before each block; raises `DigestStopped` once set.
     """
     hasher = hashlib.sha256()
-    size = 0
     with open(Path(path), "rb", buffering=0) as stream:
-        while block := stream.read(HASH_BLOCK):
-            if stop is not None and stop.is_set():
-                raise DigestStopped
-            hasher.update(block)
-            size += len(block)
+        size = hash_descriptor(stream.fileno(), hasher, stop=stop)
         if fsync:
             os.fsync(stream.fileno())
     return size, hasher.hexdigest()
+
+
+def hash_descriptor(fd: int, hasher: Any, *, stop: threading.Event | None = None) -> int:
+    """Feed the bytes of `fd` from its start to `hasher`, in `HASH_BLOCK` reads into one
+    page-aligned buffer (`buffers.py`); return how many there were."""
+    buffer = page_aligned(HASH_BLOCK)
+    size = 0
+    while count := os.preadv(fd, [buffer], size):
+        if stop is not None and stop.is_set():
+            raise DigestStopped
+        hasher.update(buffer[:count])
+        size += count
+    return size
 
 
 def file_sha256(

@@ -35,7 +35,7 @@ from odoo_upgrade.transfer.binding import (
 )
 from odoo_upgrade.transfer.direct_append import DirectAppend
 from odoo_upgrade.transfer.errors import DestinationExists, SizeMismatch, TransferError
-from odoo_upgrade.transfer.file_digest import HASH_BLOCK, file_digest
+from odoo_upgrade.transfer.file_digest import file_digest, hash_descriptor
 from odoo_upgrade.transfer.results import TransferResult
 from odoo_upgrade.transfer.write_behind import WriteBehind
 
@@ -259,12 +259,7 @@ class PartFile:
         )
 
     def _hash_existing(self) -> None:
-        fd = self._file.fileno()
-        offset = 0
-        while block := os.pread(fd, HASH_BLOCK, offset):
-            self.hasher.update(block)
-            offset += len(block)
-        self.size = offset
+        self.size = hash_descriptor(self._file.fileno(), self.hasher)
 
     def append(self, data: bytes | memoryview) -> None:
         """Write `data` at the end and hash it (hashlib and write both release the GIL)."""
