@@ -305,18 +305,27 @@ def _download_killed(url: str, dest: Path, request_id: str, kill_point: str) -> 
     assert child.returncode == -9, "the child was meant to die by SIGKILL at its kill point"
 
 
+async def _killed_download(
+    emulator: RunningEmulator, tmp_path: Path, kill_point: str, binding_id: str | None = None
+) -> tuple[str, bytes, Path, DownloadBinding]:
+    """A done request whose bound download (bound to `binding_id`, default the request) was
+    killed at `kill_point`: its URL, upgraded bytes, destination and binding."""
+    request = await done_request(emulator, tmp_path)
+    url = str(request["upgraded_dump_url"])
+    dest = tmp_path / "upgraded.zip"
+    request_id = str(request["id"])
+    await asyncio.to_thread(_download_killed, url, dest, binding_id or request_id, kill_point)
+    expected = emulator.upgraded_bytes(int(request_id))
+    return url, expected, dest, DownloadBinding(request_id)
+
+
 async def test_a_download_killed_between_rename_and_result_succeeds_on_the_next_attempt(
     emulator: RunningEmulator, tmp_path: Path, use_proxy: Callable[..., RecordingProxy]
 ) -> None:
-    request = await done_request(emulator, tmp_path)
-    url = str(request["upgraded_dump_url"])
-    expected = emulator.upgraded_bytes(int(str(request["id"])))
-    dest = tmp_path / "upgraded.zip"
-    await asyncio.to_thread(
-        _download_killed, url, dest, str(request["id"]), KILLED_AFTER_THE_RENAME
+    url, expected, dest, binding = await _killed_download(
+        emulator, tmp_path, KILLED_AFTER_THE_RENAME
     )
     assert dest.read_bytes() == expected and not checksum_path(dest).exists()
-    binding = DownloadBinding(str(request["id"]))
     published = TransferResult(bytes=len(expected), sha256=sha256(expected), attempts=1)
     assert await asyncio.to_thread(published_download, dest, binding) == published
     proxy = use_proxy()
@@ -330,15 +339,10 @@ async def test_a_download_killed_mid_publish_without_hard_links_succeeds_on_the_
 ) -> None:
     """The crash leaves the final name empty and the whole file in the part, with its
     receipt: the next attempt finishes the publish instead of calling it DestinationExists."""
-    request = await done_request(emulator, tmp_path)
-    url = str(request["upgraded_dump_url"])
-    expected = emulator.upgraded_bytes(int(str(request["id"])))
-    dest = tmp_path / "upgraded.zip"
-    await asyncio.to_thread(
-        _download_killed, url, dest, str(request["id"]), KILLED_IN_THE_NO_LINK_PUBLISH
+    url, expected, dest, binding = await _killed_download(
+        emulator, tmp_path, KILLED_IN_THE_NO_LINK_PUBLISH
     )
     assert dest.read_bytes() == b"" and part_path(dest).read_bytes() == expected
-    binding = DownloadBinding(str(request["id"]))
     published = TransferResult(bytes=len(expected), sha256=sha256(expected), attempts=1)
     proxy = use_proxy()
     assert await download_https(url, dest, retry=FAST, binding=binding) == published
@@ -350,14 +354,11 @@ async def test_a_download_killed_mid_publish_without_hard_links_succeeds_on_the_
 async def test_an_empty_destination_is_not_filled_from_a_part_of_another_request(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:
-    request = await done_request(emulator, tmp_path)
-    url = str(request["upgraded_dump_url"])
-    dest = tmp_path / "upgraded.zip"
-    await asyncio.to_thread(
-        _download_killed, url, dest, "another-request", KILLED_IN_THE_NO_LINK_PUBLISH
+    url, _, dest, binding = await _killed_download(
+        emulator, tmp_path, KILLED_IN_THE_NO_LINK_PUBLISH, binding_id="another-request"
     )
     with pytest.raises(DestinationExists):
-        await download_https(url, dest, retry=FAST, binding=DownloadBinding(str(request["id"])))
+        await download_https(url, dest, retry=FAST, binding=binding)
     assert dest.read_bytes() == b""
 
 

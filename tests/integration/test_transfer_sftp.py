@@ -17,6 +17,7 @@ from odoo_upgrade.transfer import (
     HostKeyMismatch,
     RemoteRefused,
     SshKeyPair,
+    TransferResult,
     download_sftp,
     fetch_host_key,
     fingerprint,
@@ -199,6 +200,20 @@ async def done_request_with_sftp(
     return request, await sftp_access(emulator, request, pair), pair
 
 
+async def download_upgraded(
+    emulator: RunningEmulator, access: SftpAccess, pair: SshKeyPair, dest: Path
+) -> TransferResult:
+    """`download_sftp` of the request's upgraded file, the emulator's host key pinned."""
+    return await asyncio.to_thread(
+        download_sftp,
+        access,
+        pair.private_pem,
+        f"upgraded_{access.shared_file}",
+        dest,
+        host_key=HostKeyCheck(pinned=emulator.host_key_line()),
+    )
+
+
 async def test_download_resumes_after_a_cut_and_matches_the_upgraded_file(
     make_emulator: Callable[..., RunningEmulator], tmp_path: Path
 ) -> None:
@@ -207,14 +222,7 @@ async def test_download_resumes_after_a_cut_and_matches_the_upgraded_file(
     expected = emulator.upgraded_bytes(int(str(request["id"])))
     assert len(expected) > DROP_AFTER
     dest = tmp_path / "upgraded.zip"
-    result = await asyncio.to_thread(
-        download_sftp,
-        access,
-        pair.private_pem,
-        f"upgraded_{access.shared_file}",
-        dest,
-        host_key=HostKeyCheck(pinned=emulator.host_key_line()),
-    )
+    result = await download_upgraded(emulator, access, pair, dest)
     assert result.attempts == 2
     assert dest.read_bytes() == expected
     assert result.sha256 == sha256(expected)
@@ -233,14 +241,7 @@ async def test_download_rerun_continues_the_part_left_by_a_crash(
     # last UNSETTLED bytes are fetched again (what a killed sftp may have left holes in).
     kept = 2 * MIB + 512 * 1024
     part_path(dest).write_bytes(b"Z" * 1000 + expected[1000:kept])
-    result = await asyncio.to_thread(
-        download_sftp,
-        access,
-        pair.private_pem,
-        f"upgraded_{access.shared_file}",
-        dest,
-        host_key=HostKeyCheck(pinned=emulator.host_key_line()),
-    )
+    result = await download_upgraded(emulator, access, pair, dest)
     assert dest.read_bytes() == b"Z" * 1000 + expected[1000:]
     assert result.sha256 == sha256(dest.read_bytes())
 
@@ -259,14 +260,7 @@ async def test_download_rerun_fetches_again_the_tail_a_killed_sftp_may_have_left
     holed = bytearray(expected[:200_000])
     holed[120_000 : 120_000 + 32 * 1024] = bytes(32 * 1024)  # one request never answered
     part_path(dest).write_bytes(holed)
-    result = await asyncio.to_thread(
-        download_sftp,
-        access,
-        pair.private_pem,
-        f"upgraded_{access.shared_file}",
-        dest,
-        host_key=HostKeyCheck(pinned=emulator.host_key_line()),
-    )
+    result = await download_upgraded(emulator, access, pair, dest)
     assert dest.read_bytes() == expected
     assert result.sha256 == sha256(expected)
 
@@ -279,14 +273,7 @@ async def test_download_never_overwrites_an_existing_destination(
     dest = tmp_path / "upgraded.zip"
     dest.write_bytes(b"precious")
     with pytest.raises(DestinationExists):
-        await asyncio.to_thread(
-            download_sftp,
-            access,
-            pair.private_pem,
-            f"upgraded_{access.shared_file}",
-            dest,
-            host_key=HostKeyCheck(pinned=emulator.host_key_line()),
-        )
+        await download_upgraded(emulator, access, pair, dest)
     assert dest.read_bytes() == b"precious"
     assert not part_path(dest).exists()
 
