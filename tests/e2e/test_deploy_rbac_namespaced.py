@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.test_deploy_rbac import FORBIDDEN_MARKERS, service_account_kubeconfig
+from tests.e2e.test_deploy_rbac import refused_calls, service_account_kubeconfig
 from tests.harness.kubectl import kustomize
 from tests.harness.local_cluster import LocalCluster
 from tests.support.emulator import RunningEmulator
@@ -168,11 +168,7 @@ def test_operator_scoped_by_the_chart_upgrades_in_its_namespace_only(
         # The other namespace's upgrade was never touched: no status, no platform request.
         assert "status" not in upgrades[unwatched.name].get()
         assert len(emulator.calls("create")) == 1
-        refused = [
-            line
-            for line in scoped_operator.logs().splitlines()
-            if any(marker in line for marker in FORBIDDEN_MARKERS)
-        ]
+        refused = refused_calls(scoped_operator.logs())
         assert not refused, "\n".join(refused[:20])
         lease = scoped_namespaces["release"].kube.json(
             "get", "lease", "odoo-upgrade-operator", "-n", scoped_namespaces["release"].name
@@ -298,11 +294,7 @@ def test_operator_of_deploy_namespaced_upgrades_with_roles_only(
         assert "status" not in upgrades[unwatched.name].get()
         assert len(emulator.calls("create")) == 1
         # Not one call refused: not even kopf's, which would otherwise list CRDs and namespaces.
-        refused = [
-            line
-            for line in tenant_operator.logs().splitlines()
-            if any(marker in line for marker in FORBIDDEN_MARKERS)
-        ]
+        refused = refused_calls(tenant_operator.logs())
         assert not refused, "\n".join(refused[:20])
     finally:
         emulator.stop()
