@@ -567,9 +567,11 @@ def bench_https(
 ) -> tuple[dict[str, list[Measure]], dict[str, Any]]:
     """HTTPS upload and download on the emulator; the runs per tool, and a done request."""
 
-    def upload_url(request: dict[str, Any]) -> str:
+    def curl_args(request: dict[str, Any], *options: str) -> list[str]:
+        """curl's arguments for an upload of `request`: the body type, `options`, the URL."""
         query = urlencode({"request": request["id"], "key": request["key"]})
-        return f"{emulator.method_url('upload')}?{query}"
+        url = f"{emulator.method_url('upload')}?{query}"
+        return ["-H", "Content-Type: application/octet-stream", *options, url]
 
     def ours(request: dict[str, Any]) -> Measure:
         job = {
@@ -582,34 +584,12 @@ def bench_https(
         return run_ours("odoo-upgrade upload_https", job, size)
 
     def curl_data(request: dict[str, Any]) -> Measure:
-        return run_curl_or_note_failure(
-            "curl --data-binary @file",
-            [
-                "-H",
-                "Content-Type: application/octet-stream",
-                "--data-binary",
-                f"@{source}",
-                upload_url(request),
-            ],
-            size,
-        )
+        args = curl_args(request, "--data-binary", f"@{source}")
+        return run_curl_or_note_failure("curl --data-binary @file", args, size)
 
     def curl_t(request: dict[str, Any]) -> Measure:
-        return run_curl(
-            "curl -T file",
-            [
-                "-X",
-                "POST",
-                "-H",
-                "Content-Type: application/octet-stream",
-                "-H",
-                "Expect:",
-                "-T",
-                str(source),
-                upload_url(request),
-            ],
-            size,
-        )
+        args = curl_args(request, "-X", "POST", "-H", "Expect:", "-T", str(source))
+        return run_curl("curl -T file", args, size)
 
     uploads: list[tuple[str, Callable[[dict[str, Any]], Measure]]] = [
         ("ours_up", ours),
