@@ -73,7 +73,6 @@ async def test_upload_streams_the_file_and_reports_its_sha256(
 async def test_upload_of_many_blocks_sends_each_once_in_order(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:
-    """Blocks are read ahead into two buffers while the one before is sent and hashed."""
     request = emulator.create_request()
     dump = write_sample_dump(tmp_path / "db.dump", size=3 * BLOCK_SIZE + 12345)
     seen: list[int] = []
@@ -102,6 +101,28 @@ async def test_upload_of_a_file_cut_short_while_being_sent_is_refused(
     with pytest.raises(SizeMismatch, match=r"db\.dump changed while being sent"):
         await asyncio.to_thread(post.run)
     assert not emulator.original_path(request["id"]).exists()
+
+
+async def test_upload_of_a_file_rewritten_in_place_while_being_sent_is_refused(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """Same size, other bytes: the sha256 reported must be of one file, not of a mix."""
+    request = emulator.create_request()
+    dump = write_sample_dump(tmp_path / "db.dump", size=4 * BLOCK_SIZE)
+    query = urlencode({"request": request["id"], "key": request["key"]})
+    url = f"{emulator.url}/database/v1/upload?{query}"
+
+    def rewrite_after_the_first_block(sent: int, size: int | None) -> None:
+        if sent == BLOCK_SIZE:
+            with dump.open("r+b") as file:  # another process rewrites the dump
+                file.seek(3 * BLOCK_SIZE)
+                file.write(b"rewritten")
+            stamp = dump.stat()
+            os.utime(dump, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000))
+
+    post = FilePost(url, dump, 4 * BLOCK_SIZE, rewrite_after_the_first_block)
+    with pytest.raises(SizeMismatch, match=r"db\.dump changed while being sent"):
+        await asyncio.to_thread(post.run)
 
 
 async def test_upload_cut_mid_body_is_sent_again_whole(

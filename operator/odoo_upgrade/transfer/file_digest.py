@@ -37,11 +37,13 @@ def file_digest(
     return size, hasher.hexdigest()
 
 
-def hash_descriptor(fd: int, hasher: Any, *, stop: threading.Event | None = None) -> int:
-    """Feed the bytes of `fd` from its start to `hasher`, in `HASH_BLOCK` reads into one
-    page-aligned buffer (`buffers.py`); return how many there were."""
+def hash_descriptor(
+    fd: int, hasher: Any, *, start: int = 0, stop: threading.Event | None = None
+) -> int:
+    """Feed the bytes of `fd` from `start` to its end to `hasher`, in `HASH_BLOCK` reads into
+    one page-aligned buffer (`buffers.py`); return the offset of the end (the size)."""
     buffer = page_aligned(HASH_BLOCK)
-    size = 0
+    size = start
     while count := os.preadv(fd, [buffer], size):
         if stop is not None and stop.is_set():
             raise DigestStopped
