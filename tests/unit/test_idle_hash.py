@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from odoo_upgrade.transfer.errors import SizeMismatch
 from odoo_upgrade.transfer.file_digest import HASH_BLOCK
-from odoo_upgrade.transfer.idle_hash import FileChanged, IdleHash
+from odoo_upgrade.transfer.idle_hash import IdleHash
 
 
 def open_descriptors() -> set[str]:
@@ -26,7 +27,7 @@ def test_digest_is_the_files_wherever_the_idle_thread_hands_over(tmp_path: Path,
     path.write_bytes(data)
     for _ in range(5):
         with IdleHash(path) as idle:
-            assert idle.finish() == (size, hashlib.sha256(data).hexdigest())
+            assert idle.finish(size) == hashlib.sha256(data).hexdigest()
 
 
 def test_hashing_thread_runs_only_on_idle_cpu_and_the_caller_keeps_its_priority(
@@ -59,8 +60,8 @@ def test_a_file_rewritten_while_being_hashed_is_refused(tmp_path: Path) -> None:
             file.write(b"b")
         stamp = path.stat()
         os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000))
-        with pytest.raises(FileChanged, match=r"db\.dump changed while being hashed"):
-            idle.finish()
+        with pytest.raises(SizeMismatch, match=r"db\.dump changed while being sent"):
+            idle.finish(2 * HASH_BLOCK)
 
 
 def test_a_file_grown_while_being_hashed_is_refused(tmp_path: Path) -> None:
@@ -69,8 +70,15 @@ def test_a_file_grown_while_being_hashed_is_refused(tmp_path: Path) -> None:
     with IdleHash(path) as idle:
         with path.open("ab") as file:
             file.write(b"more")
-        with pytest.raises(FileChanged):
-            idle.finish()
+        with pytest.raises(SizeMismatch):
+            idle.finish(1000)
+
+
+def test_a_file_of_another_size_than_sent_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "db.dump"
+    path.write_bytes(b"a" * 1000)
+    with IdleHash(path) as idle, pytest.raises(SizeMismatch):
+        idle.finish(999)
 
 
 def test_close_without_finish_stops_the_thread_and_closes_the_file(tmp_path: Path) -> None:

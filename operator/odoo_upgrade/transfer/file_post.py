@@ -25,7 +25,7 @@ from odoo_upgrade.redact import redact
 from odoo_upgrade.transfer.buffers import page_aligned
 from odoo_upgrade.transfer.errors import SizeMismatch
 from odoo_upgrade.transfer.http_connection import unopened_connection
-from odoo_upgrade.transfer.idle_hash import FileChanged, IdleHash
+from odoo_upgrade.transfer.idle_hash import IdleHash
 
 log = logging.getLogger("odoo_upgrade.transfer")
 
@@ -123,22 +123,12 @@ class FilePost:
                 if send_failure is not None:
                     # An answer without failures to a body that did not arrive whole.
                     raise _unavailable("sending", send_failure)
-                return self._digest(idle)
+                return idle.finish(self.size)
         finally:
             self._socket = None
             if response is not None:
                 response.close()
             connection.close()
-
-    def _digest(self, idle: IdleHash) -> str:
-        """The sha256 of the file sent, if it is still the file that was sent."""
-        try:
-            size, digest = idle.finish()
-        except FileChanged:
-            size, digest = -1, ""
-        if size != self.size:
-            raise SizeMismatch(f"upload: {self.path.name} changed while being sent")
-        return digest
 
     def _raise_if_aborted(self) -> None:
         if self._aborted.is_set():

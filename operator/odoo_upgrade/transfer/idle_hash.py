@@ -14,7 +14,8 @@ than the send, never not at all.
 
 The digest is of the file as read beside the transfer, not of the sent bytes; `finish()`
 refuses a file whose size or modification time changed since it was opened (another process
-rewrote the dump), so the two reads saw the same file.
+rewrote the dump), so the two reads saw the same file. Used by the uploads that hash a whole
+file while it is sent: HTTPS (`file_post.py`) and SFTP through OpenSSH's `sftp` (`sftp.py`).
 """
 
 from __future__ import annotations
@@ -27,11 +28,8 @@ from pathlib import Path
 from typing import Final
 
 from odoo_upgrade.transfer.buffers import page_aligned
+from odoo_upgrade.transfer.errors import SizeMismatch
 from odoo_upgrade.transfer.file_digest import HASH_BLOCK, hash_descriptor
-
-
-class FileChanged(Exception):
-    """The file's size or modification time changed while it was being hashed."""
 
 
 def _stamp(fd: int) -> tuple[int, int]:
@@ -50,7 +48,7 @@ def _run_only_on_idle_cpu() -> None:
 class IdleHash:
     """Start hashing `path` at once, in a thread of its own at idle priority.
 
-    `finish()` returns (size, sha256 hex); `close()` stops and discards. Use as a context
+    `finish(size)` returns the sha256 hex; `close()` stops and discards. Use as a context
     manager so that the thread and the descriptor go away on every path.
     """
 
@@ -91,20 +89,22 @@ class IdleHash:
         except BaseException as exc:  # re-raised by finish()
             self._failure = exc
 
-    def finish(self) -> tuple[int, str]:
-        """Hash what the idle thread has not reached here; (size, sha256 hex).
+    def finish(self, size: int) -> str:
+        """Hash what the idle thread has not reached here; the sha256 hex of the file, sent
+        as `size` bytes.
 
-        Raises `FileChanged` if the file changed since it was opened, or the `OSError` a
-        read met.
+        Raises `SizeMismatch` if the file is not `size` bytes or changed since it was opened,
+        or the `OSError` a read met.
         """
         self._handover.set()
         self._thread.join()
         if self._failure is not None:
             raise self._failure
-        size = hash_descriptor(self._fd, self._hasher, start=self._offset)
-        if (size, self._opened[1]) != self._opened or _stamp(self._fd) != self._opened:
-            raise FileChanged(f"{self.path.name} changed while being hashed")
-        return size, self._hasher.hexdigest()
+        end = hash_descriptor(self._fd, self._hasher, start=self._offset)
+        unchanged = _stamp(self._fd) == self._opened == (end, self._opened[1])
+        if not unchanged or end != size:
+            raise SizeMismatch(f"upload: {self.path.name} changed while being sent")
+        return self._hasher.hexdigest()
 
     def close(self) -> None:
         """Stop the thread (after its current block) and close the file."""

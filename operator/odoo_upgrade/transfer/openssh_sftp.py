@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -312,24 +311,3 @@ def get(
         report(part.size)
     finally:
         run.close()
-
-
-def hash_in_background(advance: Callable[[], None]) -> Callable[[], None]:
-    """Run `advance` in a thread; the returned `join()` re-raises what it raised."""
-    failure: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            advance()
-        except BaseException as exc:  # handed to join()
-            failure.append(exc)
-
-    thread = threading.Thread(target=work, name="sftp-hash", daemon=True)
-    thread.start()
-
-    def join() -> None:
-        thread.join()
-        if failure:
-            raise failure[0]
-
-    return join

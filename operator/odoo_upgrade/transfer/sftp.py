@@ -28,6 +28,7 @@ from odoo_upgrade.transfer.errors import (
     TransferError,
     TransferUnavailable,
 )
+from odoo_upgrade.transfer.idle_hash import IdleHash
 from odoo_upgrade.transfer.part_file import PartFile, hash_mapped, published_download
 from odoo_upgrade.transfer.results import ProgressCallback, TransferResult
 from odoo_upgrade.transfer.ssh_keys import (
@@ -269,10 +270,12 @@ def upload_sftp(
     with open(source, "rb"):
         pass  # unreadable source: the local OSError now, not a "server refused" later
     session = _Session(access, load_private_key(private_key_pem), host_key, timeouts)
-    local_hash = _LocalHash(source)
     name = access.shared_file
     reached = {"bytes": 0}
     openssh = _use_openssh(client, name)
+    # paramiko's data path hashes the blocks it sends (and re-reads what it skips);
+    # OpenSSH's, the whole file beside `sftp`, once for every attempt.
+    local_hash = _LocalHash(source)
 
     def attempt() -> None:
         with session.open() as sftp:
@@ -288,20 +291,13 @@ def upload_sftp(
                 )
             if openssh:
                 if remote < size:
-                    # The whole local file is hashed beside the sending process.
-                    hashed = openssh_sftp.hash_in_background(lambda: local_hash.advance_to(size))
-                    try:
-                        openssh_sftp.put(
-                            session.openssh_target(private_key_pem),
-                            source,
-                            name,
-                            remote,
-                            lambda done: progress(done, size) if progress else None,
-                        )
-                    finally:
-                        hashed()
-                else:
-                    local_hash.advance_to(size)
+                    openssh_sftp.put(
+                        session.openssh_target(private_key_pem),
+                        source,
+                        name,
+                        remote,
+                        lambda done: progress(done, size) if progress else None,
+                    )
             else:
                 local_hash.advance_to(remote)
                 if remote < size:
@@ -317,10 +313,12 @@ def upload_sftp(
                 # ends between two samples, so the whole size is reported here.
                 progress(size, size)
 
-    attempts = _with_resume(
-        f"upload of {source.name}", max_attempts, attempt, lambda: reached["bytes"]
-    )
-    return TransferResult(bytes=size, sha256=local_hash.hasher.hexdigest(), attempts=attempts)
+    with IdleHash(source) if openssh else contextlib.nullcontext() as beside:
+        attempts = _with_resume(
+            f"upload of {source.name}", max_attempts, attempt, lambda: reached["bytes"]
+        )
+        digest = beside.finish(size) if beside else local_hash.hasher.hexdigest()
+    return TransferResult(bytes=size, sha256=digest, attempts=attempts)
 
 
 def _append(
