@@ -433,6 +433,32 @@ async def test_polls_are_a_poll_interval_apart_however_long_a_pass_takes(
         assert isinstance(result, Again) and result.after <= 5.0 - latency + 0.05, result
 
 
+async def test_the_first_poll_is_due_a_poll_interval_after_process_however_slow_the_api_server(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loaded API server took seconds to take the status patch after `process`; the wait for
+    the first poll started after it, and the first poll came that much late."""
+    prepare(run)
+    await run.until(
+        lambda s: any(
+            c["type"] == "Uploaded" and c["status"] == "True" for c in s.get("conditions", [])
+        )
+    )
+    patch_latency = 1.0
+    fast_patch = run.cluster.patch_upgrade_status
+
+    async def slow_patch(namespace: str, name: str, status: Any) -> dict[str, Any]:
+        await asyncio.sleep(patch_latency)
+        return await fast_patch(namespace, name, status)
+
+    monkeypatch.setattr(run.cluster, "patch_upgrade_status", slow_patch)
+    processed = len(run.emulator.calls("process"))
+    result = await reconcile(run.upgrade or run.handle())
+    assert len(run.emulator.calls("process")) == processed + 1
+    # Counted from the `process` call: the patch after it is inside the interval.
+    assert isinstance(result, Again) and result.after <= 5.0 - patch_latency + 0.1, result
+
+
 async def test_delivered_after_skip_test_counts_as_upgraded(run: Run) -> None:
     prepare(run, spec=spec_for(run.emulator, aim="production"))
     await run.until(lambda s: s.get("platform", {}).get("state") in ("testing", "done"))

@@ -183,8 +183,12 @@ async def start_processing(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
         current = await upgrade.platform_call(spec, "status", lambda p: p.status(ref))
         needed = current.state_class is StateClass.AWAITING_DUMP
     facts = {}
+    # The first poll is due a pollInterval after `process`, not after the patch that follows
+    # it: a loaded API server took seconds for it and made every first poll that much late.
+    asked = time.monotonic()
     if needed:
         await upgrade.patch_status(processRequestedAt=cond.now_rfc3339())
+        asked = time.monotonic()
         try:
             facts = await upgrade.platform_call(spec, "process", lambda p: p.process(ref))
         except PlatformFailure as failure:
@@ -209,7 +213,7 @@ async def start_processing(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
             "the platform says the upgraded dump cannot be restored on the PostgreSQL version "
             "of the uploaded dump: restore it on a newer server",
         )
-    return Again(spec.poll_interval)
+    return Again(max(0.0, spec.poll_interval - (time.monotonic() - asked)))
 
 
 # -- 5. poll -------------------------------------------------------------------------------
