@@ -44,6 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,6 +98,9 @@ class ScaleResult:
     operator_requests_by_kind: dict[str, float] = field(default_factory=dict)
     other_requests_per_resource: float = 0.0
     mover_cpu_seconds_per_resource: float = 0.0
+    # How late the operator's event loop woke its once-a-second timer (its own metric).
+    operator_loop_lag_mean_seconds: float = 0.0
+    operator_loop_lag_over_half_second_share: float = 0.0
     rss_growth_mib_per_resource: float | None = None  # against the previous, smaller batch
 
 
@@ -220,6 +224,23 @@ def operator_usage(pid: int) -> tuple[float, float]:
     return peak_kib / 1024, (int(fields[11]) + int(fields[12])) / ticks
 
 
+def operator_loop_lag(metrics_url: str) -> tuple[float, float]:
+    """(mean, share of samples over 0.5 s) of `odoo_upgrade_event_loop_lag_seconds`."""
+    with urllib.request.urlopen(metrics_url, timeout=30) as answer:  # noqa: S310 (our http://127.0.0.1)
+        text = answer.read().decode()
+    name = "odoo_upgrade_event_loop_lag_seconds"
+
+    def value(series: str) -> float:
+        found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    count = value(f"{name}_count")
+    if not count:
+        return 0.0, 0.0
+    on_time = value(f'{name}_bucket{{le="0.5"}}')
+    return value(f"{name}_sum") / count, (count - on_time) / count
+
+
 # -- one batch ------------------------------------------------------------------------
 
 
@@ -301,6 +322,7 @@ def batch_figures(
     usage: tuple[float, float],
     requests: tuple[Counter[str], int],
     mover_cpu: float,
+    lag: tuple[float, float],
     options: argparse.Namespace,
 ) -> ScaleResult:
     all_seconds, alone_seconds = seconds
@@ -338,6 +360,8 @@ def batch_figures(
         },
         other_requests_per_resource=round(others / size, 1),
         mover_cpu_seconds_per_resource=round(mover_cpu / size, 2),
+        operator_loop_lag_mean_seconds=round(lag[0], 3),
+        operator_loop_lag_over_half_second_share=round(lag[1], 3),
     )
 
 
@@ -403,6 +427,7 @@ def measure(options: argparse.Namespace) -> list[ScaleResult]:
                     movers = (children_cpu_seconds(runner) if runner else 0.0) - movers_before
                     assert operator.pid is not None
                     usage = operator_usage(operator.pid)
+                    lag = operator_loop_lag(operator.metrics_url)
                     if options.trace_memory:
                         os.kill(operator.pid, signal.SIGUSR1)
                         time.sleep(20)  # a snapshot of a big heap takes a while
@@ -430,6 +455,7 @@ def measure(options: argparse.Namespace) -> list[ScaleResult]:
                     usage,
                     requests,
                     movers,
+                    lag,
                     options,
                 )
                 if results:
@@ -485,6 +511,13 @@ def markdown(results: list[ScaleResult]) -> str:
             ),
         ),
         row("operator CPU per resource", lambda r: f"{r.operator_cpu_seconds_per_resource} s"),
+        row(
+            "operator event loop lag: mean / share of samples over 0.5 s",
+            lambda r: (
+                f"{r.operator_loop_lag_mean_seconds} s / "
+                f"{r.operator_loop_lag_over_half_second_share:.1%}"
+            ),
+        ),
         row("operator API requests per resource", lambda r: r.operator_requests_per_resource),
         row(
             "  of which",

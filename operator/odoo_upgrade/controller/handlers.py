@@ -6,6 +6,7 @@ restart: that is the "resume"); the other handlers log in, configure kopf and cl
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -20,6 +21,7 @@ from odoo_upgrade.controller.jobs import (
     job_outcome,
 )
 from odoo_upgrade.controller.kube import ClusterApi, KubeApi, load_credentials
+from odoo_upgrade.controller.loop_lag import sample_loop_lag
 from odoo_upgrade.controller.movers import MoverJobs
 from odoo_upgrade.controller.resource import EventSink, Upgrade
 from odoo_upgrade.controller.secret_store import RequestSecretStore
@@ -79,10 +81,14 @@ async def start_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     memo["kube"] = KubeApi()
     memo["platforms"] = PlatformPool()
     memo["wakeups"] = Wakeups()
+    memo["loop_lag"] = asyncio.create_task(sample_loop_lag(), name="event loop lag")
 
 
 @kopf.on.cleanup()
 async def stop_operator(memo: kopf.Memo, **_: Any) -> None:
+    sampler = memo.get("loop_lag")
+    if isinstance(sampler, asyncio.Task):
+        sampler.cancel()
     kube = memo.get("kube")
     if isinstance(kube, KubeApi):
         await kube.close()

@@ -43,6 +43,14 @@ STEP_DURATION = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
     registry=REGISTRY,
 )
+EVENT_LOOP_LAG = Histogram(
+    "odoo_upgrade_event_loop_lag_seconds",
+    "How late the operator's event loop woke a timer, sampled every second. Every poll and "
+    "Job handler waits on that loop: lag of seconds means polls start that late (the "
+    "operator needs more CPU, or has too many resources).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
 
 # Reasons a platform error may be counted under; anything else (platform text, a new
 # reason) is `other`, so that no peer can grow the metric's label set.
