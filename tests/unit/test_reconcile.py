@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,8 @@ class Run:
             platform["lastCheckTime"] = "2000-01-01T00:00:00Z"
         if status.get("processRequestedAt"):  # the first poll waits an interval after it
             status["processRequestedAt"] = "2000-01-01T00:00:00Z"
+        if upgrade.poll_due is not None:  # as the handle keeps it
+            upgrade.poll_due = time.monotonic()
         return result if isinstance(result, Finished) else None
 
     async def until(self, done: Callable[[dict[str, Any]], bool], passes: int = 80) -> None:
@@ -453,10 +456,18 @@ async def test_the_first_poll_is_due_a_poll_interval_after_process_however_slow_
 
     monkeypatch.setattr(run.cluster, "patch_upgrade_status", slow_patch)
     processed = len(run.emulator.calls("process"))
-    result = await reconcile(run.upgrade or run.handle())
+    run.upgrade = run.handle()  # one handle for both passes, as the operator's daemon keeps
+    result = await reconcile(run.upgrade)
     assert len(run.emulator.calls("process")) == processed + 1
     # Counted from the `process` call: the patch after it is inside the interval.
     assert isinstance(result, Again) and result.after <= 5.0 - patch_latency + 0.1, result
+    # Woken early (a mover Job went away): the same poll is due, no sooner. The stored
+    # `processRequestedAt` (whole seconds, written before the slow patches) made it seconds
+    # sooner.
+    polled = len(run.emulator.calls("status"))
+    early = await reconcile(run.upgrade)
+    assert len(run.emulator.calls("status")) == polled
+    assert isinstance(early, Again) and early.after >= result.after - 0.2, (early, result)
 
 
 async def test_delivered_after_skip_test_counts_as_upgraded(run: Run) -> None:

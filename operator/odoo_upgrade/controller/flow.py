@@ -213,7 +213,8 @@ async def start_processing(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
             "the platform says the upgraded dump cannot be restored on the PostgreSQL version "
             "of the uploaded dump: restore it on a newer server",
         )
-    return Again(max(0.0, spec.poll_interval - (time.monotonic() - asked)))
+    upgrade.poll_due = asked + spec.poll_interval
+    return Again(max(0.0, upgrade.poll_due - time.monotonic()))
 
 
 # -- 5. poll -------------------------------------------------------------------------------
@@ -226,9 +227,15 @@ async def poll_platform(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
     states = states_of(spec.platform_api)
     platform = dict(upgrade.status.get("platform") or {})
     previous = platform.get("state")
-    since = seconds_since(platform.get("lastCheckTime") or upgrade.status.get("processRequestedAt"))
-    if since is not None and since < spec.poll_interval and not states.is_final(previous):
-        return Again(spec.poll_interval - since)  # woken early (a mover Job changed)
+    if upgrade.poll_due is not None:
+        due_in = upgrade.poll_due - time.monotonic()
+    else:  # a new handle (the operator restarted): the stored times tell
+        since = seconds_since(
+            platform.get("lastCheckTime") or upgrade.status.get("processRequestedAt")
+        )
+        due_in = 0.0 if since is None else spec.poll_interval - since
+    if due_in > 0 and not states.is_final(previous):
+        return Again(due_in)  # woken early (a mover Job changed)
     state, why = previous, platform.get("customerMessage") or platform.get("reason")
     started = time.monotonic()
     if not states.is_final(previous):
@@ -278,7 +285,8 @@ async def poll_platform(upgrade: Upgrade, spec: UpgradeSpec) -> StepResult:
                 message=message,
             )
         return NOW
-    return Again(max(0.0, spec.poll_interval - (time.monotonic() - started)))
+    upgrade.poll_due = started + spec.poll_interval
+    return Again(max(0.0, upgrade.poll_due - time.monotonic()))
 
 
 async def read_platform_log(

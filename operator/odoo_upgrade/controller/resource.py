@@ -48,10 +48,12 @@ class Upgrade:
     platforms: PlatformPool | None = None
     # In memory only, to spare API requests; never a source of flow state: when progress was
     # last probed, how often the running mover Job was looked at, when the prerequisites
-    # (PVCs, contract) were last found.
+    # (PVCs, contract) were last found, when the next platform poll is due (monotonic; the
+    # stored times have whole seconds and are written before a patch that may take seconds).
     last_progress_probe: float = 0.0
     job_looks: int = 0
     prerequisites_found_at: float = -1e9
+    poll_due: float | None = None
     # The stored request as last read (it changes only through `write_secret`).
     _stored: StoredRequest | None = None
     # kopf's live view of the resource (kept current by its watch), if any, and the
