@@ -41,8 +41,11 @@ TIMEOUT = 30.0  # seconds; a request stuck on a restarting API server must not s
 
 # Connections to the API server kept open by our client. Each TLS connection holds buffers of
 # its own (~256 KiB); kubernetes_asyncio's default of 100 made the operator's memory grow
-# with the number of resources moving at once. Requests beyond this many wait their turn.
-CONNECTION_POOL_SIZE = 8
+# with the number of resources moving at once. Requests beyond this many wait their turn:
+# with 8, at 300 resources (about 40 requests a second, 0.1-0.6 s each on a loaded API
+# server) they waited seconds, every status patch after a poll delayed the next poll, and
+# the platform was polled 3.0-3.5 times per resource instead of 4 (bench/scale.py).
+CONNECTION_POOL_SIZE = 32
 
 
 def pooled_configuration() -> client.Configuration:
