@@ -85,44 +85,37 @@ async def test_upload_of_many_blocks_sends_each_once_in_order(
     assert seen == [BLOCK_SIZE, 2 * BLOCK_SIZE, 3 * BLOCK_SIZE, len(data)]
 
 
-async def test_upload_of_a_file_cut_short_while_being_sent_is_refused(
-    emulator: RunningEmulator, tmp_path: Path
-) -> None:
-    request = emulator.create_request()
-    dump = write_sample_dump(tmp_path / "db.dump", size=4 * BLOCK_SIZE)
-    query = urlencode({"request": request["id"], "key": request["key"]})
-    url = f"{emulator.url}/database/v1/upload?{query}"
-
-    def cut_after_the_first_block(sent: int, size: int | None) -> None:
-        if sent == BLOCK_SIZE:
-            os.truncate(dump, BLOCK_SIZE + 1000)  # another process rewrites the dump
-
-    post = FilePost(url, dump, 4 * BLOCK_SIZE, cut_after_the_first_block)
-    with pytest.raises(SizeMismatch, match=r"db\.dump changed while being sent"):
-        await asyncio.to_thread(post.run)
-    assert not emulator.original_path(request["id"]).exists()
+def cut_short(dump: Path) -> None:
+    os.truncate(dump, BLOCK_SIZE + 1000)
 
 
-async def test_upload_of_a_file_rewritten_in_place_while_being_sent_is_refused(
-    emulator: RunningEmulator, tmp_path: Path
-) -> None:
+def rewritten_in_place(dump: Path) -> None:
     """Same size, other bytes: the sha256 reported must be of one file, not of a mix."""
+    with dump.open("r+b") as file:
+        file.seek(3 * BLOCK_SIZE)
+        file.write(b"rewritten")
+    stamp = dump.stat()
+    os.utime(dump, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000))
+
+
+@pytest.mark.parametrize("change", [cut_short, rewritten_in_place])
+async def test_upload_of_a_file_changed_while_being_sent_is_refused(
+    emulator: RunningEmulator, tmp_path: Path, change: Callable[[Path], None]
+) -> None:
     request = emulator.create_request()
     dump = write_sample_dump(tmp_path / "db.dump", size=4 * BLOCK_SIZE)
     query = urlencode({"request": request["id"], "key": request["key"]})
     url = f"{emulator.url}/database/v1/upload?{query}"
 
-    def rewrite_after_the_first_block(sent: int, size: int | None) -> None:
+    def change_after_the_first_block(sent: int, size: int | None) -> None:
         if sent == BLOCK_SIZE:
-            with dump.open("r+b") as file:  # another process rewrites the dump
-                file.seek(3 * BLOCK_SIZE)
-                file.write(b"rewritten")
-            stamp = dump.stat()
-            os.utime(dump, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000))
+            change(dump)  # another process rewrites the dump
 
-    post = FilePost(url, dump, 4 * BLOCK_SIZE, rewrite_after_the_first_block)
+    post = FilePost(url, dump, 4 * BLOCK_SIZE, change_after_the_first_block)
     with pytest.raises(SizeMismatch, match=r"db\.dump changed while being sent"):
         await asyncio.to_thread(post.run)
+    if change is cut_short:  # the body ended short of its length: nothing stored
+        assert not emulator.original_path(request["id"]).exists()
 
 
 async def test_upload_cut_mid_body_is_sent_again_whole(
