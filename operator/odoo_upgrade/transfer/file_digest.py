@@ -32,6 +32,8 @@ def file_digest(
     hasher = hashlib.sha256()
     with open(Path(path), "rb", buffering=0) as stream:
         size = hash_descriptor(stream.fileno(), hasher, stop=stop)
+        if stop is not None and stop.is_set():
+            raise DigestStopped
         if fsync:
             os.fsync(stream.fileno())
     return size, hasher.hexdigest()
@@ -40,16 +42,18 @@ def file_digest(
 def hash_descriptor(
     fd: int, hasher: Any, *, start: int = 0, stop: threading.Event | None = None
 ) -> int:
-    """Feed the bytes of `fd` from `start` to its end to `hasher`, in `HASH_BLOCK` reads into
-    one page-aligned buffer (`buffers.py`); return the offset of the end (the size)."""
+    """Feed the bytes of `fd` from `start` to `hasher`, in `HASH_BLOCK` reads into one
+    page-aligned buffer (`buffers.py`), until its end or until `stop` is set (checked before
+    each block); return the offset reached (at the end: the size)."""
     buffer = page_aligned(HASH_BLOCK)
-    size = start
-    while count := os.preadv(fd, [buffer], size):
-        if stop is not None and stop.is_set():
-            raise DigestStopped
+    offset = start
+    while stop is None or not stop.is_set():
+        count = os.preadv(fd, [buffer], offset)
+        if not count:
+            break
         hasher.update(buffer[:count])
-        size += count
-    return size
+        offset += count
+    return offset
 
 
 def file_sha256(

@@ -87,18 +87,17 @@ class FilePost:
         connection, target = unopened_connection(urlsplit(self.url))
         response: http.client.HTTPResponse | None = None
         try:
+            try:
+                connection.connect()
+            except (OSError, http.client.HTTPException) as exc:
+                raise PlatformNotReached(
+                    redact(f"upload: could not reach the platform ({type(exc).__name__}: {exc})")
+                ) from None
+            self._socket = connection.sock
+            self._raise_if_aborted()
+            connection.sock.settimeout(WRITE_TIMEOUT)
+            # Started once the platform answers: an unreachable one costs no reads.
             with IdleHash(self.path) as idle:
-                try:
-                    connection.connect()
-                except (OSError, http.client.HTTPException) as exc:
-                    raise PlatformNotReached(
-                        redact(
-                            f"upload: could not reach the platform ({type(exc).__name__}: {exc})"
-                        )
-                    ) from None
-                self._socket = connection.sock
-                self._raise_if_aborted()
-                connection.sock.settimeout(WRITE_TIMEOUT)
                 send_failure = self._send(connection, target)
                 connection.sock.settimeout(
                     ANSWER_TIMEOUT if send_failure is None else ANSWER_AFTER_SEND_FAILURE_TIMEOUT

@@ -27,9 +27,8 @@ import threading
 from pathlib import Path
 from typing import Final
 
-from odoo_upgrade.transfer.buffers import page_aligned
 from odoo_upgrade.transfer.errors import SizeMismatch
-from odoo_upgrade.transfer.file_digest import HASH_BLOCK, hash_descriptor
+from odoo_upgrade.transfer.file_digest import hash_descriptor
 
 
 def _stamp(fd: int) -> tuple[int, int]:
@@ -79,13 +78,7 @@ class IdleHash:
     def _hash(self) -> None:
         _run_only_on_idle_cpu()
         try:
-            buffer = page_aligned(HASH_BLOCK)
-            while not self._handover.is_set():
-                count = os.preadv(self._fd, [buffer], self._offset)
-                if not count:
-                    return
-                self._hasher.update(buffer[:count])
-                self._offset += count
+            self._offset = hash_descriptor(self._fd, self._hasher, stop=self._handover)
         except BaseException as exc:  # re-raised by finish()
             self._failure = exc
 
@@ -101,8 +94,8 @@ class IdleHash:
         if self._failure is not None:
             raise self._failure
         end = hash_descriptor(self._fd, self._hasher, start=self._offset)
-        unchanged = _stamp(self._fd) == self._opened == (end, self._opened[1])
-        if not unchanged or end != size:
+        opened_size = self._opened[0]
+        if _stamp(self._fd) != self._opened or end != opened_size or end != size:
             raise SizeMismatch(f"upload: {self.path.name} changed while being sent")
         return self._hasher.hexdigest()
 
