@@ -44,7 +44,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -224,10 +223,9 @@ def operator_usage(pid: int) -> tuple[float, float]:
     return peak_kib / 1024, (int(fields[11]) + int(fields[12])) / ticks
 
 
-def operator_loop_lag(metrics_url: str) -> tuple[float, float]:
-    """(mean, share of samples over 0.5 s) of `odoo_upgrade_event_loop_lag_seconds`."""
-    with urllib.request.urlopen(metrics_url, timeout=30) as answer:  # noqa: S310 (our http://127.0.0.1)
-        text = answer.read().decode()
+def operator_loop_lag(text: str) -> tuple[float, float]:
+    """(mean, share of samples over 0.5 s) of `odoo_upgrade_event_loop_lag_seconds`, from the
+    operator's Prometheus text."""
     name = "odoo_upgrade_event_loop_lag_seconds"
 
     def value(series: str) -> float:
@@ -427,7 +425,7 @@ def measure(options: argparse.Namespace) -> list[ScaleResult]:
                     movers = (children_cpu_seconds(runner) if runner else 0.0) - movers_before
                     assert operator.pid is not None
                     usage = operator_usage(operator.pid)
-                    lag = operator_loop_lag(operator.metrics_url)
+                    lag = operator_loop_lag(operator.metrics())
                     if options.trace_memory:
                         os.kill(operator.pid, signal.SIGUSR1)
                         time.sleep(20)  # a snapshot of a big heap takes a while
